@@ -1,0 +1,127 @@
+"""The aiohttp application: app state under ``web.AppKey``s, the error/CORS/host middlewares, the routes.
+
+``make_app(settings, store=..., engine=...)`` takes its services through the constructor, so tests can
+inject a scripted engine for HTTP edge cases while end-to-end tests run the real one.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import Forbidden, OllamaError
+from ..settings import Settings
+from ..store import ModelStore
+from .streaming import error_response, json_response
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", ModelStore)
+ENGINE = web.AppKey("engine", Any)  # ollama_torch.engine.Scheduler, or a scripted stand-in in unit tests
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except OllamaError as exc:
+        return error_response(exc)
+    except web.HTTPMethodNotAllowed:
+        return web.Response(status=405, text="405 method not allowed", content_type="text/plain")
+    except web.HTTPNotFound:
+        return web.Response(status=404, text="404 page not found", content_type="text/plain")
+    except web.HTTPException:
+        raise
+    except json.JSONDecodeError as exc:
+        return json_response({"error": str(exc)}, status=400)
+
+
+def _origin_allowed(origin: str, patterns: tuple[str, ...]) -> bool:
+    return any(p == "*" or fnmatch.fnmatchcase(origin, p) for p in patterns)
+
+
+def cors_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if request.method == "OPTIONS" and origin is not None:
+            if not _origin_allowed(origin, settings.origins):
+                return web.Response(status=403)
+            return web.Response(
+                status=204,
+                headers={
+                    "Access-Control-Allow-Origin": origin,
+                    "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS",
+                    "Access-Control-Allow-Headers": request.headers.get(
+                        "Access-Control-Request-Headers",
+                        "Authorization, Content-Type, User-Agent, Accept, X-Requested-With",
+                    ),
+                    "Access-Control-Max-Age": "43200",
+                },
+            )
+        if origin is not None and not _origin_allowed(origin, settings.origins):
+            return web.Response(status=403)
+        resp = await handler(request)
+        if origin is not None and not resp.prepared:
+            resp.headers["Access-Control-Allow-Origin"] = origin
+        return resp
+
+    return cors
+
+
+def _host_allowed(host_header: str) -> bool:
+    host = host_header
+    if host.startswith("["):
+        host = host[1 : host.find("]")]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if not host:
+        return True
+    host = host.lower()
+    if host in {"localhost", socket.gethostname().lower()}:
+        return True
+    if host.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_unspecified or ip.is_link_local
+
+
+def host_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Ollama's ``allowedHostsMiddleware``: a server bound to loopback answers only local Host headers,
+    which stops DNS-rebinding attacks from web pages."""
+
+    @web.middleware
+    async def hosts(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if settings.host.is_loopback and not _host_allowed(request.host):
+            return error_response(Forbidden("forbidden"))
+        return await handler(request)
+
+    return hosts
+
+
+def make_app(settings: Settings, *, store: ModelStore | None = None, engine: Any = None) -> web.Application:
+    from . import routes_create, routes_models
+
+    app = web.Application(
+        middlewares=[host_middleware(settings), cors_middleware(settings), error_middleware],
+        client_max_size=1 << 40,  # blob uploads are streamed; this only bounds request.read()
+    )
+    app[SETTINGS] = settings
+    app[STORE] = store if store is not None else ModelStore(settings.models)
+    app[ENGINE] = engine
+    routes_models.setup(app)
+    routes_create.setup(app)
+    return app

@@ -1,0 +1,152 @@
+"""Request bodies decoded the way Ollama's Gin handlers decode them (``encoding/json``).
+
+Unknown fields are ignored; a value of the wrong JSON type is a 400 with Go's message
+(``json: cannot unmarshal number into Go struct field GenerateRequest.prompt of type string``);
+an empty body is ``missing request body``; ``null`` means "not given".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import BadRequest
+
+_MISSING = object()
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+async def read_json(request: web.Request, struct: str) -> Fields:
+    body = await request.read()
+    return parse_body(body, struct)
+
+
+def parse_body(body: bytes, struct: str) -> Fields:
+    if not body.strip():
+        raise BadRequest("missing request body")
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise BadRequest("invalid character in request body") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(_json_syntax_message(body, exc)) from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"json: cannot unmarshal {_json_type(data)} into Go value of type api.{struct}")
+    return Fields(data, struct)
+
+
+def _json_syntax_message(body: bytes, exc: json.JSONDecodeError) -> str:
+    if exc.pos >= len(exc.doc.rstrip()):
+        return "unexpected EOF"
+    ch = exc.doc[exc.pos]
+    return f"invalid character {ch!r} {_context(exc.msg)}"
+
+
+def _context(msg: str) -> str:
+    if msg.startswith("Expecting property name"):
+        return "looking for beginning of object key string"
+    if msg.startswith("Expecting ',' delimiter") or msg.startswith("Expecting ':' delimiter"):
+        return "after object key:value pair"
+    if msg.startswith("Extra data"):
+        return "after top-level value"
+    return "looking for beginning of value"
+
+
+class Fields:
+    """Typed access to a decoded JSON object, raising Go-style 400s on type mismatches."""
+
+    def __init__(self, data: dict[str, Any], struct: str) -> None:
+        self.data = data
+        self.struct = struct
+
+    def _get(self, key: str) -> Any:
+        value = self.data.get(key, _MISSING)
+        return _MISSING if value is None else value
+
+    def _mismatch(self, key: str, value: Any, go_type: str) -> BadRequest:
+        return BadRequest(
+            f"json: cannot unmarshal {_json_type(value)} into Go struct field {self.struct}.{key} of type {go_type}"
+        )
+
+    def has(self, key: str) -> bool:
+        return self._get(key) is not _MISSING
+
+    def str(self, key: str, default: str = "") -> str:
+        value = self._get(key)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str):
+            raise self._mismatch(key, value, "string")
+        return value
+
+    def bool(self, key: str, default: bool = False) -> bool:
+        value = self.opt_bool(key)
+        return default if value is None else value
+
+    def opt_bool(self, key: str) -> bool | None:
+        value = self._get(key)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, bool):
+            raise self._mismatch(key, value, "bool")
+        return value
+
+    def int(self, key: str, default: int = 0) -> int:
+        value = self._get(key)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self._mismatch(key, value, "int")
+        if isinstance(value, float) and not value.is_integer():
+            raise BadRequest(f"json: cannot unmarshal number {value} into Go struct field {self.struct}.{key} of type int")
+        return int(value)
+
+    def list_str(self, key: str) -> list[str]:
+        value = self.list(key, "[]string")
+        for v in value:
+            if not isinstance(v, str):
+                raise self._mismatch(key, v, "string")
+        return list(value)
+
+    def list(self, key: str, go_type: str = "[]interface {}") -> list[Any]:
+        value = self._get(key)
+        if value is _MISSING:
+            return []
+        if not isinstance(value, list):
+            raise self._mismatch(key, value, go_type)
+        return value
+
+    def dict(self, key: str, go_type: str = "map[string]interface {}") -> dict[str, Any]:
+        value = self._get(key)
+        if value is _MISSING:
+            return {}
+        if not isinstance(value, dict):
+            raise self._mismatch(key, value, go_type)
+        return value
+
+    def dict_str(self, key: str) -> dict[str, str]:
+        value = self.dict(key, "map[string]string")
+        for v in value.values():
+            if not isinstance(v, str):
+                raise self._mismatch(key, v, "string")
+        return value
+
+    def raw(self, key: str) -> Any:
+        """The value as given (``None`` when absent or null)."""
+        value = self._get(key)
+        return None if value is _MISSING else value

@@ -1,0 +1,157 @@
+"""Streaming is the only path: handlers produce an async iterator of JSON objects; this module writes it
+as NDJSON, or folds it into one object for ``stream:false``.
+
+Errors follow Ollama's ``streamResponse``: an ``OllamaError`` raised before the first line becomes the HTTP
+status with ``{"error": ...}``; one raised after streaming began becomes a final ``{"error": ...}`` line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import InternalError, OllamaError
+
+log = logging.getLogger(__name__)
+
+NDJSON = "application/x-ndjson"
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """Gin's ``c.JSON``: ``application/json; charset=utf-8``."""
+    return web.Response(
+        body=json.dumps(data, ensure_ascii=False).encode(),
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+    )
+
+
+def error_response(exc: OllamaError) -> web.Response:
+    return json_response({"error": exc.message}, status=exc.status)
+
+
+def _as_ollama_error(exc: BaseException) -> OllamaError:
+    if isinstance(exc, OllamaError):
+        return exc
+    log.exception("unexpected error", exc_info=exc)
+    return InternalError(str(exc) or type(exc).__name__)
+
+
+async def respond(
+    request: web.Request,
+    events: AsyncIterator[dict[str, Any]],
+    *,
+    stream: bool,
+    fold: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
+    charset: str | None = None,
+) -> web.StreamResponse:
+    """Write ``events`` as NDJSON (``stream``) or as one folded object. ``fold`` defaults to "last event"."""
+    if not stream:
+        collected: list[dict[str, Any]] = []
+        try:
+            async for event in events:
+                collected.append(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return error_response(_as_ollama_error(exc))
+        body = (fold or _last)(collected)
+        resp = web.Response(body=json.dumps(body, ensure_ascii=False).encode(), content_type="application/json")
+        if charset:
+            resp.charset = charset
+        return resp
+
+    iterator = aiter(events)
+    try:
+        first = await anext(iterator)
+    except StopAsyncIteration:
+        first = None
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return error_response(_as_ollama_error(exc))
+
+    resp = web.StreamResponse(status=200, headers={"Content-Type": NDJSON})
+    await resp.prepare(request)
+    if first is not None:
+        await _write_line(resp, first)
+        try:
+            async for event in iterator:
+                await _write_line(resp, event)
+        except asyncio.CancelledError:
+            raise
+        except (ConnectionResetError, ConnectionError):
+            raise
+        except Exception as exc:
+            err = _as_ollama_error(exc)
+            await _write_line(resp, {"error": err.message})
+    await resp.write_eof()
+    return resp
+
+
+def _last(events: list[dict[str, Any]]) -> dict[str, Any]:
+    return events[-1] if events else {}
+
+
+async def _write_line(resp: web.StreamResponse, obj: dict[str, Any]) -> None:
+    await resp.write(json.dumps(obj, ensure_ascii=False).encode() + b"\n")
+
+
+async def iterate_in_thread(work: Callable[[Callable[[dict[str, Any]], None]], None]) -> AsyncIterator[dict[str, Any]]:
+    """Run blocking ``work(emit)`` on a thread and yield what it emits, in order, on the event loop.
+
+    An exception in ``work`` is re-raised here after the events emitted before it. If the consumer goes
+    away (client disconnect), ``emit`` raises ``CancelledWork`` in the thread at its next call, so long
+    work stops at its next progress report.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def emit(event: dict[str, Any]) -> None:
+        if cancelled.is_set():
+            raise CancelledWork
+        loop.call_soon_threadsafe(queue.put_nowait, ("event", event))
+
+    def run() -> None:
+        try:
+            work(emit)
+        except CancelledWork:
+            pass
+        except BaseException as exc:
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+            return
+        loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
+
+    thread = threading.Thread(target=run, name="ollama-torch-work", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "event":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        cancelled.set()
+
+
+class CancelledWork(Exception):
+    """Raised inside worker threads when the request that wanted their output is gone."""
+
+
+def iterate_sync(items: Iterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    async def gen() -> AsyncIterator[dict[str, Any]]:
+        for item in items:
+            yield item
+
+    return gen()

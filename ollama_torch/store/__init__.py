@@ -1,0 +1,22 @@
+"""The model store: content-addressed blobs and manifests in Ollama's on-disk layout.
+
+Imports neither torch nor aiohttp, so the CLI and the HTTP layer can use it freely.
+"""
+
+from .blobs import BlobStore, BlobWriter, parse_digest
+from .manifest import ConfigV2, Layer, Manifest, MediaType
+from .model import StoredModel
+from .store import ListedModel, ModelStore
+
+__all__ = [
+    "BlobStore",
+    "BlobWriter",
+    "ConfigV2",
+    "Layer",
+    "ListedModel",
+    "Manifest",
+    "MediaType",
+    "ModelStore",
+    "StoredModel",
+    "parse_digest",
+]

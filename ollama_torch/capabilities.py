@@ -46,10 +46,7 @@ def jinja_template_capabilities(template: str) -> set[str]:
 
 def model_capabilities(model: StoredModel) -> list[str]:
     stored = list(model.config.capabilities or [])
-    if stored:
-        caps = set(stored)
-    else:
-        caps = _gguf_capabilities(model)
+    caps = set(stored) if stored else _gguf_capabilities(model)
     if model.template is not None:
         caps = {c for c in caps if c not in TEMPLATE_CAPS} | go_template_capabilities(model.template)
         if "embedding" in caps:

@@ -7,6 +7,7 @@ an empty body is ``missing request body``; ``null`` means "not given".
 
 from __future__ import annotations
 
+import builtins
 import json
 from typing import Any
 
@@ -70,23 +71,23 @@ def _context(msg: str) -> str:
 class Fields:
     """Typed access to a decoded JSON object, raising Go-style 400s on type mismatches."""
 
-    def __init__(self, data: dict[str, Any], struct: str) -> None:
+    def __init__(self, data: builtins.dict[builtins.str, Any], struct: builtins.str) -> None:
         self.data = data
         self.struct = struct
 
-    def _get(self, key: str) -> Any:
+    def _get(self, key: builtins.str) -> Any:
         value = self.data.get(key, _MISSING)
         return _MISSING if value is None else value
 
-    def _mismatch(self, key: str, value: Any, go_type: str) -> BadRequest:
+    def _mismatch(self, key: builtins.str, value: Any, go_type: builtins.str) -> BadRequest:
         return BadRequest(
             f"json: cannot unmarshal {_json_type(value)} into Go struct field {self.struct}.{key} of type {go_type}"
         )
 
-    def has(self, key: str) -> bool:
+    def has(self, key: builtins.str) -> builtins.bool:
         return self._get(key) is not _MISSING
 
-    def str(self, key: str, default: str = "") -> str:
+    def str(self, key: builtins.str, default: builtins.str = "") -> builtins.str:
         value = self._get(key)
         if value is _MISSING:
             return default
@@ -94,11 +95,11 @@ class Fields:
             raise self._mismatch(key, value, "string")
         return value
 
-    def bool(self, key: str, default: bool = False) -> bool:
+    def bool(self, key: builtins.str, default: builtins.bool = False) -> builtins.bool:
         value = self.opt_bool(key)
         return default if value is None else value
 
-    def opt_bool(self, key: str) -> bool | None:
+    def opt_bool(self, key: builtins.str) -> builtins.bool | None:
         value = self._get(key)
         if value is _MISSING:
             return None
@@ -106,7 +107,7 @@ class Fields:
             raise self._mismatch(key, value, "bool")
         return value
 
-    def int(self, key: str, default: int = 0) -> int:
+    def int(self, key: builtins.str, default: builtins.int = 0) -> builtins.int:
         value = self._get(key)
         if value is _MISSING:
             return default
@@ -116,14 +117,14 @@ class Fields:
             raise BadRequest(f"json: cannot unmarshal number {value} into Go struct field {self.struct}.{key} of type int")
         return int(value)
 
-    def list_str(self, key: str) -> list[str]:
+    def list_str(self, key: builtins.str) -> builtins.list[builtins.str]:
         value = self.list(key, "[]string")
         for v in value:
             if not isinstance(v, str):
                 raise self._mismatch(key, v, "string")
         return list(value)
 
-    def list(self, key: str, go_type: str = "[]interface {}") -> list[Any]:
+    def list(self, key: builtins.str, go_type: builtins.str = "[]interface {}") -> builtins.list[Any]:
         value = self._get(key)
         if value is _MISSING:
             return []
@@ -131,7 +132,7 @@ class Fields:
             raise self._mismatch(key, value, go_type)
         return value
 
-    def dict(self, key: str, go_type: str = "map[string]interface {}") -> dict[str, Any]:
+    def dict(self, key: builtins.str, go_type: builtins.str = "map[string]interface {}") -> builtins.dict[builtins.str, Any]:
         value = self._get(key)
         if value is _MISSING:
             return {}
@@ -139,14 +140,14 @@ class Fields:
             raise self._mismatch(key, value, go_type)
         return value
 
-    def dict_str(self, key: str) -> dict[str, str]:
+    def dict_str(self, key: builtins.str) -> builtins.dict[builtins.str, builtins.str]:
         value = self.dict(key, "map[string]string")
         for v in value.values():
             if not isinstance(v, str):
                 raise self._mismatch(key, v, "string")
         return value
 
-    def raw(self, key: str) -> Any:
+    def raw(self, key: builtins.str) -> Any:
         """The value as given (``None`` when absent or null)."""
         value = self._get(key)
         return None if value is _MISSING else value

@@ -63,10 +63,10 @@ async def respond(
         except Exception as exc:
             return error_response(_as_ollama_error(exc))
         body = (fold or _last)(collected)
-        resp = web.Response(body=json.dumps(body, ensure_ascii=False).encode(), content_type="application/json")
+        single = web.Response(body=json.dumps(body, ensure_ascii=False).encode(), content_type="application/json")
         if charset:
-            resp.charset = charset
-        return resp
+            single.charset = charset
+        return single
 
     iterator = aiter(events)
     try:

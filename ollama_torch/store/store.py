@@ -134,6 +134,17 @@ class ModelStore:
         Every referenced blob must exist. With ``prune_old`` the blobs of the manifest this one replaces
         that nothing references any more are removed (Ollama's create does this unless OLLAMA_NOPRUNE).
         """
+        return self.write_manifest_bytes(name, manifest.to_bytes(), prune_old)
+
+    def write_manifest_bytes(self, name: ModelName, raw: bytes, prune_old: bool = True) -> str:
+        """Write manifest bytes exactly as given (a pulled manifest keeps the registry's digest).
+
+        Same guarantees as ``write_manifest``: atomic, and only when every referenced blob exists.
+        """
+        try:
+            manifest = Manifest.from_bytes(raw)
+        except (ValueError, TypeError) as exc:
+            raise BadRequest(f"invalid manifest for {name.display_shortest}: {exc}") from None
         with self.lock:
             for digest in manifest.digests():
                 if not self.blobs.exists(digest):
@@ -146,7 +157,6 @@ class ModelStore:
                 except (OSError, BadRequest):
                     old = None
                 name = resolved
-            raw = manifest.to_bytes()
             self._atomic_write(self.manifest_path(name), raw)
             if prune_old and old is not None:
                 self._remove_unreferenced(old.digests() - manifest.digests())

@@ -1,0 +1,51 @@
+"""The create request as a value, validated before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BadRequest
+from ..names import ModelName
+from ..store.blobs import parse_digest
+
+
+def validate_file_path(path: str) -> str:
+    """Go's ``fs.ValidPath`` (slash-separated, no empty, ``.`` or ``..`` element, no leading or trailing
+    slash), plus no backslash or NUL: a ``files`` key can never escape the model directory."""
+    if not path or path.startswith("/") or path.endswith("/") or "\\" in path or "\x00" in path:
+        raise BadRequest("file path must be relative")
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        raise BadRequest("file path must be relative")
+    return path
+
+
+@dataclass
+class CreateRequest:
+    name: ModelName
+    from_: str = ""
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> "sha256:<hex>"
+    adapters: dict[str, str] = field(default_factory=dict)
+    template: str = ""
+    system: str = ""
+    license: list[str] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    quantize: str = ""
+
+    def validate(self) -> None:
+        """The checks Ollama's handler makes before streaming, in its order."""
+        for path, digest in self.files.items():
+            validate_file_path(path)
+            if not digest:
+                raise BadRequest("invalid digest format")
+        self.files = {path: parse_digest(digest) for path, digest in self.files.items()}
+        for path, digest in self.adapters.items():
+            validate_file_path(path)
+            if not digest:
+                raise BadRequest("invalid digest format")
+        self.adapters = {path: parse_digest(digest) for path, digest in self.adapters.items()}
+        if not self.name.is_valid:
+            raise BadRequest("invalid model name")
+        if not self.from_ and not self.files:
+            raise BadRequest("neither 'from' or 'files' was specified")

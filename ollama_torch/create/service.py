@@ -1,0 +1,326 @@
+"""``create_model``: Ollama's create algorithm (server/create.go) over our store.
+
+Everything that can be refused is checked before the first status line, so a bad request gets its 400
+rather than a 200 whose stream ends in an error. Weights are never rewritten: a Safetensors directory is
+stored as one layer per file, a GGUF file as one model layer; the GGUF's Safetensors conversion is a
+derived artefact kept beside the store (see ``ModelStore.derived_dir``). The manifest is written last,
+under the store lock, so an interrupted create leaves no model behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadRequest, ModelNotFound, NotImplementedYet
+from ..names import ModelName
+from ..store import ConfigV2, Layer, Manifest, MediaType, ModelStore
+from ..store.manifest import go_json
+from .request import CreateRequest
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+Pull = Callable[[ModelName, Emit], None]
+
+_conversion_locks: dict[str, threading.Lock] = {}
+_conversion_locks_guard = threading.Lock()
+
+
+def _media_type_for(relpath: str) -> str:
+    if relpath.endswith(".safetensors"):
+        return MediaType.TENSOR
+    if relpath.endswith(".json"):
+        return MediaType.JSON
+    return MediaType.FILE
+
+
+def _detect_kind(store: ModelStore, files: dict[str, str]) -> str:
+    """``detectModelTypeFromFiles``: by extension, else by sniffing the GGUF magic."""
+    if any(p.endswith(".safetensors") for p in files):
+        return "safetensors"
+    if any(p.endswith(".gguf") for p in files):
+        return "gguf"
+    for digest in files.values():
+        with store.blobs.open(digest) as f:
+            if f.read(4) == b"GGUF":
+                return "gguf"
+    raise BadRequest("unknown type")
+
+
+class _Layers:
+    """Layers of the manifest being built, each with the status line Ollama prints for it."""
+
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+        self.items: list[tuple[Layer, str]] = []
+
+    def existing(self, layer: Layer) -> None:
+        self.items.append((layer, f"using existing layer {layer.digest}"))
+
+    def new(self, data: bytes, media_type: str) -> None:
+        blobs = self.store.blobs
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        status = "using existing layer" if blobs.exists(digest) else "creating new layer"
+        blobs.write_bytes(data)
+        self.items.append((Layer(media_type, digest, len(data)), f"{status} {digest}"))
+
+    def remove(self, *media_types: str) -> None:
+        self.items = [(layer, s) for layer, s in self.items if layer.media_type not in media_types]
+
+    def of_type(self, media_type: str) -> list[Layer]:
+        return [layer for layer, _ in self.items if layer.media_type == media_type]
+
+
+def create_model(
+    store: ModelStore,
+    req: CreateRequest,
+    emit: Emit,
+    *,
+    noprune: bool = False,
+    pull: Pull | None = None,
+) -> None:
+    """Create ``req.name``, reporting progress through ``emit``. Raises ``OllamaError``s."""
+    req.validate()
+    if req.quantize:
+        raise NotImplementedYet("quantization is not supported yet; create the model without 'quantize'")
+    if req.adapters:
+        raise NotImplementedYet("adapters are not supported yet; create the model without 'adapters'")
+    if req.template:
+        _check_template(req.template)
+    parameters = _check_parameters(req.parameters)
+
+    layers = _Layers(store)
+    if req.from_:
+        config = _from_model(store, req, layers, emit, pull)
+    else:
+        for path, digest in req.files.items():
+            if not store.blobs.exists(digest):
+                raise BadRequest(f'file "{path}" has no blob: upload {digest} to /api/blobs first')
+        kind = _detect_kind(store, req.files)
+        if kind == "safetensors":
+            config = _from_safetensors(store, req, layers, emit)
+        else:
+            config = _from_gguf(store, req, layers, emit)
+
+    if req.template:
+        layers.remove(MediaType.TEMPLATE, MediaType.PROMPT)
+        layers.new(req.template.encode(), MediaType.TEMPLATE)
+    if req.system:
+        layers.remove(MediaType.SYSTEM)
+        layers.new(req.system.encode(), MediaType.SYSTEM)
+    for text in req.license:
+        if text:
+            layers.new(text.encode(), MediaType.LICENSE)
+    merged = _merge_parameters(store, layers.of_type(MediaType.PARAMS), parameters)
+    if merged:
+        layers.remove(MediaType.PARAMS)
+        layers.new((go_json(merged) + "\n").encode(), MediaType.PARAMS)
+    if req.messages:
+        layers.remove(MediaType.MESSAGES)
+        layers.new((go_json(req.messages) + "\n").encode(), MediaType.MESSAGES)
+
+    config_bytes = config.to_bytes() + b"\n"
+    with store.lock:
+        config_digest = store.blobs.write_bytes(config_bytes)
+        for _, status in layers.items:
+            emit({"status": status})
+        emit({"status": "writing manifest"})
+        manifest = Manifest(
+            config=Layer(MediaType.CONFIG, config_digest, len(config_bytes)),
+            layers=tuple(layer for layer, _ in layers.items),
+        )
+        store.write_manifest(req.name, manifest, prune_old=not noprune)
+    emit({"status": "success"})
+
+
+# -- sources ------------------------------------------------------------------------------------------
+def _from_model(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit, pull: Pull | None) -> ConfigV2:
+    source = ModelName.parse(req.from_)
+    if not source.is_valid:
+        raise BadRequest("invalid model name")
+    if not store.exists(source):
+        if pull is None:
+            raise ModelNotFound(req.from_)
+        pull(source, emit)
+    model = store.get(source)
+    origin = model.name.display_shortest
+    for layer in model.manifest.layers:
+        layers.existing(replace(layer, from_=origin))
+    return replace(model.config, capabilities=list(model.config.capabilities), extra=dict(model.config.extra))
+
+
+def _from_safetensors(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit) -> ConfigV2:
+    from converters.hf_inspect import UnsupportedModel, check_architecture, inspect_hf_files
+
+    with _materialized(store, req.files) as model_dir:
+        files = {rel: model_dir / rel for rel in req.files}
+        try:
+            info = inspect_hf_files(files)
+            check_architecture(model_dir, info)
+        except UnsupportedModel as exc:
+            raise BadRequest(str(exc)) from None
+    emit({"status": "converting model"})
+    for rel in sorted(req.files):
+        digest = req.files[rel]
+        layers.existing(Layer(_media_type_for(rel), digest, store.blobs.size(digest), name=rel))
+    return ConfigV2(
+        model_format="safetensors",
+        model_family=info.family,
+        model_families=[info.family],
+        model_type=info.parameter_size,
+        file_type=info.file_type,
+        capabilities=info.capabilities,
+        context_length=info.context_length,
+        embedding_length=info.embedding_length,
+        extra={"architectures": [info.architecture], "parameter_count": info.parameter_count},
+    )
+
+
+def _from_gguf(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit) -> ConfigV2:
+    from converters.gguf_info import read_gguf_info
+
+    candidates = sorted(p for p, d in req.files.items() if p.endswith(".gguf") or _is_gguf_blob(store, d))
+    if len(candidates) != 1:
+        raise BadRequest(f"only one GGUF file is supported per model, got {len(candidates)}")
+    digest = req.files[candidates[0]]
+    # Read (fast: header only) before the first status line, so a bad file is a 400, not a 200 whose
+    # stream ends in an error.
+    try:
+        info = read_gguf_info(store.blobs.path(digest))
+    except ValueError:
+        raise BadRequest("supplied file was not in GGUF format") from None
+    if info.general_type == "adapter":
+        raise NotImplementedYet("adapters are not supported yet; create the model without 'adapters'")
+    if info.general_type in ("mmproj", "projector", "clip"):
+        raise NotImplementedYet("GGUF vision projectors are not supported yet")
+    _check_gguf_architecture(info.architecture)
+    emit({"status": "parsing GGUF"})
+    ensure_gguf_converted(store, digest, emit)
+    layers.existing(Layer(MediaType.MODEL, digest, store.blobs.size(digest)))
+    from converters.common import human_number
+
+    from ..capabilities import jinja_template_capabilities
+
+    caps = list(info.capabilities)
+    if "completion" in caps and info.chat_template:
+        caps += sorted(jinja_template_capabilities(info.chat_template))
+    return ConfigV2(
+        model_format="gguf",
+        model_family=info.architecture,
+        model_families=[info.architecture],
+        model_type=human_number(info.parameter_count),
+        file_type=info.file_type,
+        capabilities=caps,
+        context_length=info.context_length,
+        embedding_length=info.embedding_length,
+        extra={"parameter_count": info.parameter_count},
+    )
+
+
+def _check_gguf_architecture(architecture: str) -> None:
+    """Refuse, before streaming, what Transformers' GGUF loader cannot convert."""
+    from converters.gguf_to_hf import check_supported_architecture
+
+    try:
+        check_supported_architecture(architecture)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _is_gguf_blob(store: ModelStore, digest: str) -> bool:
+    with store.blobs.open(digest) as f:
+        return f.read(4) == b"GGUF"
+
+
+def ensure_gguf_converted(store: ModelStore, digest: str, emit: Emit | None = None) -> Path:
+    """The Safetensors conversion of a GGUF blob, made once and kept in the store's derived directory."""
+    out = store.derived_dir(digest)
+    with _conversion_locks_guard:
+        lock = _conversion_locks.setdefault(digest, threading.Lock())
+    with lock:
+        if (out / "config.json").is_file():
+            return out
+        from converters.gguf_to_hf import convert_gguf_to_hf
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        last = 0.0
+
+        def progress(done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if emit is not None and (now - last > 0.1 or done >= total):
+                last = now
+                emit({"status": "converting model", "total": total, "completed": done})
+
+        if emit is not None:
+            emit({"status": "converting model"})
+        try:
+            convert_gguf_to_hf(store.blobs.path(digest), out, progress=progress)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return out
+
+
+# -- checks ---------------------------------------------------------------------------------------------
+def _check_template(template: str) -> None:
+    from ..templates import TemplateError
+    from ..templates.ollama import OllamaTemplate
+
+    try:
+        OllamaTemplate.parse(template)
+    except TemplateError as exc:
+        raise BadRequest(f"template error: {exc}") from None
+
+
+def _check_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Parameters are stored as given (Ollama's CLI typed them); values must be JSON scalars or lists."""
+    for key, value in parameters.items():
+        if isinstance(value, dict):
+            raise BadRequest(f"invalid value for parameter {key!r}")
+    return dict(parameters)
+
+
+def _merge_parameters(store: ModelStore, existing: list[Layer], parameters: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(parameters)
+    for layer in existing:
+        try:
+            inherited = json.loads(store.blobs.read_bytes(layer.digest))
+        except ValueError:
+            continue
+        if isinstance(inherited, dict):
+            for key, value in inherited.items():
+                merged.setdefault(key, value)
+    return merged
+
+
+class _materialized:
+    """A temp directory of symlinks (relative path -> blob), as Ollama builds for conversion."""
+
+    def __init__(self, store: ModelStore, files: dict[str, str]) -> None:
+        self.store = store
+        self.files = files
+        self.dir: Path | None = None
+
+    def __enter__(self) -> Path:
+        root = self.store.root / "ollama-torch" / "tmp"
+        root.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="create-", dir=root))
+        for rel, digest in self.files.items():
+            target = self.dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(self.store.blobs.path(digest))
+        return self.dir
+
+    def __exit__(self, *exc: object) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)

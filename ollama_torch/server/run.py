@@ -1,0 +1,79 @@
+"""``ollama-torch serve``: build the services from the settings and run the HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from ..settings import Settings
+from ..store import ModelStore
+from .app import make_app
+
+log = logging.getLogger("ollama_torch")
+
+
+def configure_logging(settings: Settings) -> None:
+    level = logging.DEBUG if settings.debug else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="time=%(asctime)s level=%(levelname)s source=%(name)s msg=%(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING if not settings.debug else logging.INFO)
+
+
+def build_engine(settings: Settings, store: ModelStore) -> Any:
+    """The generation engine; imported lazily so the HTTP layer never imports torch itself."""
+    try:
+        from ..engine.scheduler import Scheduler
+    except ImportError:  # the engine package is optional for management-only use
+        log.warning("generation engine unavailable: serving model management endpoints only")
+        return None
+    return Scheduler(settings, store)
+
+
+async def _serve(settings: Settings) -> None:
+    store = ModelStore(settings.models)
+    settings.models.mkdir(parents=True, exist_ok=True)
+    if not settings.noprune:
+        removed = await asyncio.to_thread(store.prune)
+        if removed:
+            log.info("pruned %d unused blobs", removed)
+    engine = build_engine(settings, store)
+    app = make_app(settings, store=store, engine=engine)
+    if engine is not None and hasattr(engine, "close"):
+
+        async def close_engine(_app: web.Application) -> None:
+            await engine.close()
+
+        app.on_cleanup.append(close_engine)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=log if settings.debug else None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host.host, settings.host.port)
+    await site.start()
+    log.info("Listening on %s:%d (version ollama-torch, Ollama API)", settings.host.host, settings.host.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:
+            pass
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+
+
+def serve(settings: Settings | None = None) -> None:
+    settings = settings or Settings.from_env()
+    configure_logging(settings)
+    asyncio.run(_serve(settings))
+
+
+if __name__ == "__main__":
+    serve()

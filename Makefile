@@ -1,0 +1,42 @@
+# The verbs: install, run, test, lint, bench.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# A machine without a GPU takes the CPU build of torch (a normal `torch` requirement would pull several GB
+# of CUDA packages); a machine with one takes the regular build.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+TORCH_SPEC := $(if $(HAS_GPU),torch,torch==2.13.0)
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
+.PHONY: install run test lint unit bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(FIND_LINKS) "$(TORCH_SPEC)"
+	$(PY) -m pip install -q $(FIND_LINKS) -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Serve the bundled demo model (SmolLM2-135M-Instruct), creating it from its GGUF on first run.
+run: install
+	$(VENV)/bin/ollama-torch serve --demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+
+unit: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" -p no:cacheprovider
+
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) bench/run.py --out BENCHMARKS.md
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,74 @@
+"""``POST /api/pull`` and ``POST /api/push``: validate, then stream the registry client's status lines.
+
+Names on ``hf.co`` / ``huggingface.co`` are pulled from the Hugging Face Hub (``registry/hf.py``); every
+other name from the OCI registry its host names. ``TRANSFERS`` holds the app's in-flight downloads so
+concurrent pulls of one blob share a download; tests replace it to shrink part sizes and delays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import BadRequest, ModelNotFound
+from ..names import ModelName
+from ..registry import Transfers, parse_hf_name, pull_hf, pull_model, push_model
+from .app import SETTINGS, STORE
+from .decode import read_json
+from .streaming import iterate_in_thread, respond
+
+TRANSFERS = web.AppKey("registry_transfers", Transfers)
+
+
+async def _respond(
+    request: web.Request, events: AsyncIterator[dict[str, Any]], stream: bool
+) -> web.StreamResponse:
+    try:
+        return await respond(request, events, stream=stream)
+    finally:
+        if isinstance(events, AsyncGenerator):
+            await events.aclose()  # a client that went away stops the transfer now, not at GC time
+
+
+async def pull(request: web.Request) -> web.StreamResponse:
+    fields = await read_json(request, "PullRequest")
+    raw = fields.str("model") or fields.str("name")  # "name" is the deprecated spelling
+    insecure, stream = fields.bool("insecure"), fields.bool("stream", True)  # type errors before any 404
+    name = ModelName.parse(raw)
+    if not name.is_valid:
+        raise BadRequest("invalid model name")
+    store = request.app[STORE]
+    name = store.resolve(name) or name  # the on-disk spelling of an existing model, as getExistingName
+    noprune = request.app[SETTINGS].noprune
+    events: AsyncIterator[dict[str, Any]]
+    if parse_hf_name(name) is not None:
+        events = iterate_in_thread(lambda emit: pull_hf(store, name, emit, noprune=noprune))
+    else:
+        transfers = request.app[TRANSFERS]
+        events = pull_model(store, name, insecure=insecure, transfers=transfers, prune=not noprune)
+    return await _respond(request, events, stream)
+
+
+async def push(request: web.Request) -> web.StreamResponse:
+    fields = await read_json(request, "PushRequest")
+    raw = fields.str("model") or fields.str("name")  # "name" is the deprecated spelling
+    insecure, stream = fields.bool("insecure"), fields.bool("stream", True)  # type errors before any 404
+    if not raw:
+        raise BadRequest("model is required")
+    name = ModelName.parse(raw)
+    if not name.is_valid:
+        raise BadRequest("invalid model name")
+    store = request.app[STORE]
+    resolved = store.resolve(name)
+    if resolved is None:
+        raise ModelNotFound(raw)
+    options = request.app[TRANSFERS].options
+    return await _respond(request, push_model(store, resolved, insecure=insecure, options=options), stream)
+
+
+def setup(app: web.Application, transfers: Transfers | None = None) -> None:
+    app[TRANSFERS] = transfers or Transfers()
+    app.router.add_post("/api/pull", pull)
+    app.router.add_post("/api/push", push)

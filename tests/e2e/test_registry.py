@@ -1,0 +1,116 @@
+"""Pull and push through the real server process against a real registry (docker-registry).
+
+The official ``ollama`` client pushes a model and pulls it back; a pull whose server is SIGKILLed
+mid-download continues, after a restart, from the bytes its part records claim.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import ollama
+import pytest
+
+from ollama_torch.names import ModelName
+from ollama_torch.store import Manifest, ModelStore
+from tests.registry_fixtures import Registry, assert_same_model, make_synthetic_model, registry, running_proxy
+from tests.server_process import ServerProcess, start_server
+
+__all__ = ["registry"]  # the session fixture, imported for pytest
+
+
+def test_push_and_pull_with_the_official_client(
+    registry: Registry, server: ServerProcess, client: ollama.Client
+) -> None:
+    store = ModelStore(server.models)
+    name = f"{registry.host}/library/e2e-roundtrip:latest"
+    raw = make_synthetic_model(store, name, (2_000_000, 500), seed=100)
+    source = {d: store.blobs.read_bytes(d) for d in Manifest.from_bytes(raw).digests()}
+
+    assert client.push(name, insecure=True).status == "success"
+    progress = list(client.push(name, insecure=True, stream=True))
+    assert progress[0].status == "retrieving manifest" and progress[-1].status == "success"
+    assert all(p.completed == p.total for p in progress if p.digest)  # all there already: nothing uploaded
+
+    client.delete(name)
+    assert not any(store.blobs.exists(d) for d in source)
+    assert client.pull(name, insecure=True).status == "success"
+    assert store.read_manifest(ModelName.parse(name))[2] == raw
+    assert all(store.blobs.read_bytes(d) == data for d, data in source.items())
+    assert any(m.model == name for m in client.list().models)
+
+    with pytest.raises(ollama.ResponseError, match="pull model manifest: file does not exist"):
+        client.pull(f"{registry.host}/library/e2e-missing:latest", insecure=True)
+    with pytest.raises(ollama.ResponseError, match="insecure protocol http"):
+        client.pull(f"http://{registry.host}/library/e2e-roundtrip:latest")
+
+
+def _claimed(store: ModelStore, digest: str) -> int:
+    final = store.blobs.path(digest)
+    total = 0
+    for record in final.parent.glob(final.name + "-partial-*"):
+        try:
+            total += json.loads(record.read_text())["Completed"]
+        except ValueError:
+            pass
+    return total
+
+
+def test_pull_resumes_after_the_server_is_killed(registry: Registry, tmp_path: Path) -> None:
+    size = 3_000_000
+    with running_proxy(registry.url) as proxy:
+        name = f"{proxy.host}/library/e2e-killed:latest"
+        src_store = ModelStore(tmp_path / "src")
+        raw = make_synthetic_model(src_store, name, (size, 700), seed=101)
+        big = Manifest.from_bytes(raw).layers[0].digest
+        src = start_server(src_store.root, tmp_path / "src.log")
+        try:
+            resp = httpx.post(
+                f"{src.url}/api/push", json={"model": name, "insecure": True, "stream": False}, timeout=120
+            )
+            assert resp.json() == {"status": "success"}
+        finally:
+            src.stop()
+
+        dst_store = ModelStore(tmp_path / "dst")
+        proxy.reset()
+        proxy.throttle = 0.02  # ~800 KB/s: the blob takes ~4 s
+        dst = start_server(dst_store.root, tmp_path / "dst.log")
+        body = {"model": name, "insecure": True}
+        pulling = threading.Thread(
+            target=_post_ignoring_errors, args=(f"{dst.url}/api/pull", body), daemon=True
+        )
+        pulling.start()
+        deadline = time.monotonic() + 60
+        while _claimed(dst_store, big) < 400_000:
+            assert time.monotonic() < deadline, dst.log()
+            time.sleep(0.05)
+        dst.stop(signal.SIGKILL)
+        pulling.join(30)
+        saved = _claimed(dst_store, big)
+        assert 400_000 <= saved < size
+        assert not dst_store.blobs.exists(big) and not dst_store.exists(ModelName.parse(name))
+
+        proxy.reset()
+        dst = start_server(dst_store.root, tmp_path / "dst.log")
+        try:
+            resp = httpx.post(f"{dst.url}/api/pull", json={**body, "stream": False}, timeout=120)
+            assert resp.json() == {"status": "success"}, dst.log()
+        finally:
+            dst.stop()
+        assert proxy.blob_bytes <= Manifest.from_bytes(raw).size - saved + 16
+        assert_same_model(src_store, dst_store, name)
+
+
+def _post_ignoring_errors(url: str, body: dict[str, object]) -> None:
+    try:
+        with httpx.stream("POST", url, json=body, timeout=120) as resp:
+            for _ in resp.iter_lines():
+                pass
+    except httpx.HTTPError:
+        pass  # the server was killed under us

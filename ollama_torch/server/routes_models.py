@@ -108,12 +108,12 @@ async def delete(request: web.Request) -> web.Response:
     if not name.is_valid:
         raise BadRequest(f'name "{name_text}" is invalid')
     store = request.app[STORE]
-    engine = request.app[ENGINE]
     try:
         await asyncio.to_thread(store.delete, name)
     except ModelNotFound:
         raise ModelNotFound(name_text) from None
-    if engine is not None and hasattr(engine, "forget"):
+    engine = request.app.get(ENGINE)
+    if engine is not None:
         await engine.forget(name)
     return web.Response(status=200)
 

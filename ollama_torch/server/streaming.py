@@ -23,10 +23,15 @@ log = logging.getLogger(__name__)
 NDJSON = "application/x-ndjson"
 
 
+def dumps(obj: Any) -> bytes:
+    """Compact JSON, as Go's encoder writes it."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
     """Gin's ``c.JSON``: ``application/json; charset=utf-8``."""
     return web.Response(
-        body=json.dumps(data, ensure_ascii=False).encode(),
+        body=dumps(data),
         status=status,
         content_type="application/json",
         charset="utf-8",
@@ -63,7 +68,7 @@ async def respond(
         except Exception as exc:
             return error_response(_as_ollama_error(exc))
         body = (fold or _last)(collected)
-        single = web.Response(body=json.dumps(body, ensure_ascii=False).encode(), content_type="application/json")
+        single = web.Response(body=dumps(body), content_type="application/json")
         if charset:
             single.charset = charset
         return single
@@ -101,7 +106,7 @@ def _last(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def _write_line(resp: web.StreamResponse, obj: dict[str, Any]) -> None:
-    await resp.write(json.dumps(obj, ensure_ascii=False).encode() + b"\n")
+    await resp.write(dumps(obj) + b"\n")
 
 
 async def iterate_in_thread(work: Callable[[Callable[[dict[str, Any]], None]], None]) -> AsyncIterator[dict[str, Any]]:

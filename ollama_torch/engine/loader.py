@@ -1,0 +1,185 @@
+"""Load a stored model into memory: device and dtype policy, the Transformers class for its kind, its
+tokenizer (and processor for vision models). No per-architecture code: whatever the Auto classes build."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import BadRequest, InternalError
+from ..settings import Settings
+from ..store import StoredModel
+from .cache import BatchKVCache
+from .quantized import resident_bytes, stored_dtype
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {
+    "float32": torch.float32, "f32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "f16": torch.float16, "fp16": torch.float16,
+}
+
+
+def pick_device(settings: Settings) -> torch.device:
+    if settings.device:
+        return torch.device(settings.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(settings: Settings, device: torch.device) -> torch.dtype:
+    """bf16 on CUDA (fp16 where bf16 is unsupported); float32 on CPU, which here decodes as fast as bf16
+    and, unlike bf16, holds up when other processes compete for the cores."""
+    if settings.dtype:
+        if settings.dtype.lower() not in _DTYPES:
+            raise InternalError(f"OLLAMA_TORCH_DTYPE must be one of float32, bfloat16, float16; got {settings.dtype!r}")
+        return _DTYPES[settings.dtype.lower()]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: Any
+    tokenizer: Any
+    kind: str  # "causal" | "vision" | "embedding"
+    device: torch.device
+    dtype: torch.dtype
+    eos_ids: frozenset[int]
+    pad_token_id: int
+    vocab_size: int
+    context_length: int
+    batchable: bool
+    size_bytes: int
+    model_dir: Path
+    processor: Any = None
+    cleanup: Callable[[], None] = field(default=lambda: None, repr=False)
+
+    def new_batch_cache(self, max_rows: int) -> BatchKVCache:
+        cfg = self.model.config.get_text_config()
+        heads = cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        return BatchKVCache(cfg.num_hidden_layers, max_rows, kv_heads, head_dim, self.dtype, self.device)
+
+    @property
+    def size_vram(self) -> int:
+        return self.size_bytes if self.device.type == "cuda" else 0
+
+
+def model_directory(stored: StoredModel) -> tuple[Path, Callable[[], None]]:
+    """A Hugging Face directory for the model: the GGUF's cached conversion, or a directory of symlinks to
+    the stored files (removed again when the model unloads)."""
+    if stored.gguf_layer is not None:
+        from ..create.service import ensure_gguf_converted
+
+        return ensure_gguf_converted(stored.store, stored.gguf_layer.digest), lambda: None
+    files = stored.hf_files
+    if not files:
+        raise BadRequest(f"{stored.name.display_shortest} has no weights to load")
+    root = stored.store.root / "ollama-torch" / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="load-", dir=root))
+    for rel, layer in files.items():
+        target = directory / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(stored.blob_path(layer))
+    return directory, lambda: shutil.rmtree(directory, ignore_errors=True)
+
+
+def _batchable(config: Any) -> bool:
+    """Whether our column-aligned batch cache reproduces the model's attention exactly: plain causal
+    attention in every layer (no sliding window, no recurrent/linear-attention layers)."""
+    text = config.get_text_config()
+    layer_types = getattr(text, "layer_types", None)
+    if layer_types and any(t != "full_attention" for t in layer_types):
+        return False
+    window = getattr(text, "sliding_window", None)
+    if window and getattr(text, "use_sliding_window", True):
+        return False
+    return not getattr(text, "is_encoder_decoder", False)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        eos = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif isinstance(eos, (list, tuple)):
+            ids.update(int(e) for e in eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return frozenset(ids)
+
+
+def load_model(stored: StoredModel, settings: Settings) -> LoadedModel:
+    import transformers
+
+    caps = stored.capabilities
+    kind = "embedding" if "embedding" in caps and "completion" not in caps else ("vision" if "vision" in caps else "causal")
+    device = pick_device(settings)
+    dtype = pick_dtype(settings, device)
+    if not settings.dtype:  # weights quantized at create time load in the dtype they were stored in
+        dtype = stored_dtype(stored) or dtype
+    directory, cleanup = model_directory(stored)
+    try:
+        kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+        if device.type == "cuda":
+            kwargs["device_map"] = "auto" if settings.device in ("", "cuda") else str(device)
+        kwargs["attn_implementation"] = "sdpa"
+        processor = None
+        if kind == "embedding":
+            auto: Any = transformers.AutoModel
+        elif kind == "vision":
+            auto = transformers.AutoModelForImageTextToText
+            processor = transformers.AutoProcessor.from_pretrained(str(directory), local_files_only=True)
+        else:
+            auto = transformers.AutoModelForCausalLM
+        try:
+            model = auto.from_pretrained(str(directory), **kwargs)
+        except (ValueError, TypeError) as exc:
+            if "attn_implementation" in str(exc) or "sdpa" in str(exc).lower():
+                kwargs.pop("attn_implementation")
+                model = auto.from_pretrained(str(directory), **kwargs)
+            else:
+                raise
+        if device.type != "cuda":
+            model = model.to(device)
+        model.eval()
+        tokenizer = processor.tokenizer if processor is not None else transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except Exception:
+        cleanup()
+        raise
+    text_cfg = model.config.get_text_config()
+    size = resident_bytes(model)
+    eos = _eos_ids(model, tokenizer) if kind != "embedding" else frozenset()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos) if eos else 0)
+    ctx = int(getattr(text_cfg, "max_position_embeddings", 0) or stored.config.context_length or 0)
+    log.info("loaded %s: %s on %s (%s), %.1f MiB", stored.name.display_shortest, type(model).__name__, device, str(dtype).removeprefix("torch."), size / 2**20)
+    return LoadedModel(
+        name=stored.name.display_shortest,
+        model=model,
+        tokenizer=tokenizer,
+        kind=kind,
+        device=device,
+        dtype=dtype,
+        eos_ids=eos,
+        pad_token_id=int(pad),
+        vocab_size=len(tokenizer),
+        context_length=ctx,
+        batchable=kind == "causal" and _batchable(model.config),
+        size_bytes=size,
+        model_dir=directory,
+        processor=processor,
+        cleanup=cleanup,
+    )

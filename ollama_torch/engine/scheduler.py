@@ -1,0 +1,228 @@
+"""``Scheduler``: which models are resident, for how long, and who waits.
+
+Ollama's rules (server/sched.go): a request for a loaded model goes straight to its runner; one that needs
+a load waits in a bounded queue (``OLLAMA_MAX_QUEUE``, then 503); at most ``OLLAMA_MAX_LOADED_MODELS``
+stay loaded, the least recently used idle one is evicted for a new one; a runner whose last request ends
+expires after that request's ``keep_alive`` (0 = now, negative = never).
+
+Runners are keyed by their weights, not their name: ``pirate`` made ``FROM smollm2`` with a new system
+prompt shares the loaded SmolLM2 instead of loading it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import OllamaError, ServerBusy
+from ..names import ModelName
+from ..settings import Settings
+from ..store import ModelStore, StoredModel
+
+log = logging.getLogger(__name__)
+
+
+def weights_key(model: StoredModel) -> str:
+    gguf = model.gguf_layer
+    if gguf is not None:
+        return gguf.digest
+    return "|".join(sorted(f"{rel}={layer.digest}" for rel, layer in model.hf_files.items()))
+
+
+@dataclass
+class Runner:
+    key: str
+    stored: StoredModel
+    loaded: Any  # LoadedModel
+    worker: Any  # ModelWorker or Embedder
+    loaded_at: float = field(default_factory=time.time)
+    refs: int = 0
+    keep_alive: float = 300.0
+    expires_at: float = 0.0  # wall clock; math.inf = never
+    last_used: float = field(default_factory=time.monotonic)
+    timer: asyncio.TimerHandle | None = None
+    unloading: bool = False
+
+    @property
+    def name(self) -> ModelName:
+        return self.stored.name
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, store: ModelStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.runners: dict[str, Runner] = {}
+        self._loading: dict[str, asyncio.Future[Runner]] = {}
+        self._changed = asyncio.Event()
+        self.pending = 0
+
+    # -- acquiring and releasing -------------------------------------------------------------------------
+    async def acquire(self, stored: StoredModel, keep_alive: float | None) -> tuple[Runner, float]:
+        """The runner for ``stored``, loading it if needed; returns it with the seconds spent loading."""
+        if self.pending >= self.settings.max_queue:
+            raise ServerBusy()
+        self.pending += 1
+        started = time.perf_counter()
+        key = weights_key(stored)
+        try:
+            while True:
+                runner = self.runners.get(key)
+                if runner is not None and not runner.unloading:
+                    self._use(runner, stored, keep_alive)
+                    return runner, 0.0
+                if key in self._loading:
+                    await asyncio.shield(self._loading[key])
+                    continue
+                if len(self.runners) + len(self._loading) >= self.settings.effective_max_loaded_models:
+                    victim = self._pick_victim()
+                    if victim is not None:
+                        await self._unload(victim)
+                    else:
+                        self._changed.clear()
+                        await self._changed.wait()
+                    continue
+                runner = await self._load(key, stored)
+                self._use(runner, stored, keep_alive)
+                return runner, time.perf_counter() - started
+        finally:
+            self.pending -= 1
+
+    def _use(self, runner: Runner, stored: StoredModel, keep_alive: float | None) -> None:
+        runner.refs += 1
+        runner.stored = stored
+        runner.keep_alive = self.settings.keep_alive if keep_alive is None else keep_alive
+        runner.last_used = time.monotonic()
+        runner.expires_at = self._deadline(runner.keep_alive)
+        if runner.timer is not None:
+            runner.timer.cancel()
+            runner.timer = None
+
+    def release(self, runner: Runner) -> None:
+        runner.refs -= 1
+        runner.last_used = time.monotonic()
+        if runner.refs > 0:
+            return
+        runner.expires_at = self._deadline(runner.keep_alive)
+        self._changed.set()
+        if runner.keep_alive <= 0:
+            asyncio.get_running_loop().create_task(self._unload(runner))
+        elif math.isfinite(runner.keep_alive):
+            runner.timer = asyncio.get_running_loop().call_later(runner.keep_alive, self._expire, runner)
+
+    def _expire(self, runner: Runner) -> None:
+        runner.timer = None
+        if runner.refs == 0 and self.runners.get(runner.key) is runner:
+            asyncio.get_running_loop().create_task(self._unload(runner))
+
+    @staticmethod
+    def _deadline(keep_alive: float) -> float:
+        return math.inf if not math.isfinite(keep_alive) else time.time() + keep_alive
+
+    def _pick_victim(self) -> Runner | None:
+        idle = [r for r in self.runners.values() if r.refs == 0 and not r.unloading]
+        return min(idle, key=lambda r: r.last_used) if idle else None
+
+    # -- loading and unloading ---------------------------------------------------------------------------
+    async def _load(self, key: str, stored: StoredModel) -> Runner:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Runner] = loop.create_future()
+        self._loading[key] = future
+        try:
+            runner = await asyncio.shield(asyncio.to_thread(self._load_sync, key, stored))
+        except BaseException as exc:
+            future.set_exception(exc if isinstance(exc, Exception) else OllamaError("load cancelled"))
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            self._loading.pop(key, None)
+            self._changed.set()
+        self.runners[key] = runner
+        future.set_result(runner)
+        return runner
+
+    def _load_sync(self, key: str, stored: StoredModel) -> Runner:
+        from .loader import load_model
+
+        loaded = load_model(stored, self.settings)
+        try:
+            if loaded.kind == "embedding":
+                from .embedder import Embedder
+
+                worker: Any = Embedder(loaded)
+            else:
+                from .worker import ModelWorker
+
+                worker = ModelWorker(loaded, self.settings.effective_num_parallel)
+        except BaseException:
+            loaded.cleanup()
+            raise
+        return Runner(key=key, stored=stored, loaded=loaded, worker=worker)
+
+    async def _unload(self, runner: Runner) -> None:
+        if runner.unloading or self.runners.get(runner.key) is not runner:
+            return
+        runner.unloading = True
+        if runner.timer is not None:
+            runner.timer.cancel()
+        del self.runners[runner.key]
+        await asyncio.to_thread(self._close_sync, runner)
+        log.info("unloaded %s", runner.name.display_shortest)
+        self._changed.set()
+
+    @staticmethod
+    def _close_sync(runner: Runner) -> None:
+        runner.worker.close()
+        runner.loaded.cleanup()
+        runner.worker = runner.loaded = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    async def unload_model(self, stored: StoredModel) -> None:
+        """``keep_alive: 0`` with an empty prompt: unload now, or as soon as its requests finish."""
+        runner = self.runners.get(weights_key(stored))
+        if runner is None:
+            return
+        runner.keep_alive = 0
+        runner.expires_at = time.time()
+        if runner.refs == 0:
+            await self._unload(runner)
+
+    async def forget(self, name: ModelName) -> None:
+        """A model was deleted: drop runners whose weights are no longer in the store."""
+        for runner in list(self.runners.values()):
+            gone = runner.stored.gguf_layer is not None and not self.store.blobs.exists(runner.stored.gguf_layer.digest)
+            gone = gone or any(not self.store.blobs.exists(layer.digest) for layer in runner.stored.hf_files.values())
+            if gone and runner.refs == 0:
+                await self._unload(runner)
+
+    async def close(self) -> None:
+        for runner in list(self.runners.values()):
+            await self._unload(runner)
+
+    # -- running requests -------------------------------------------------------------------------------
+    def generate(self, runner: Runner, stored: StoredModel, job: Any, opts: Any, format_spec: Any = None) -> Any:
+        """Async iterator: the built prompt, then the worker's events (see ``engine.generation``)."""
+        from .generation import generate
+
+        return generate(self.settings, runner, stored, job, opts, format_spec)
+
+    # -- introspection ----------------------------------------------------------------------------------
+    def loaded_models(self) -> list[Runner]:
+        return sorted(self.runners.values(), key=lambda r: r.expires_at, reverse=True)
+
+    def num_ctx_for(self, runner: Runner) -> int:
+        ctx = self.settings.default_num_ctx
+        model_max = runner.loaded.context_length
+        return min(ctx, model_max) if model_max else ctx

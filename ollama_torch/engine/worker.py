@@ -1,0 +1,348 @@
+"""``ModelWorker``: one thread per loaded model owns the torch model, the batch KV cache and the step loop.
+
+    step():  admit waiting requests (one batched prefill) -> one batched decode forward
+             -> per-row logits processing + sampling -> detokenize, stop strings, events
+
+A request joins the running batch at the next step and leaves when it is done, without waiting for the
+others (continuous batching). Models whose attention Transformers implements with per-layer cache logic
+we do not reproduce (sliding windows, recurrent layers) run one request at a time through Transformers'
+own ``DynamicCache``; they still stream, they just do not share forward passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import InternalError
+from .cache import BatchKVCache
+from .loader import LoadedModel
+from .prefix_cache import PrefixCache
+from .requests import DoneEvent, ErrorEvent, GenerationRequest, TextEvent
+from .sampling import Sampler
+from .text import Detokenizer, StopMatcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Seq:
+    req: GenerationRequest
+    sampler: Sampler
+    detok: Detokenizer
+    stops: StopMatcher
+    tokens: list[int]
+    n_prompt: int
+    prompt_evaluated: int = 0
+    generated: int = 0
+    row: int = -1
+    prefill_started: float = 0.0
+    prefill_seconds: float = 0.0
+    decode_started: float = 0.0
+    solo_cache: Any = None
+    resumed: bool = False  # re-prefilled after a context shift
+    done: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelWorker:
+    def __init__(self, loaded: LoadedModel, max_rows: int, prefix_cache_bytes: int = 256 << 20) -> None:
+        self.loaded = loaded
+        self.max_rows = max_rows if loaded.batchable else 1
+        self.inbox: queue.SimpleQueue[GenerationRequest | None] = queue.SimpleQueue()
+        self.waiting: deque[_Seq] = deque()
+        self.rows: list[_Seq] = []
+        self.admitting: list[_Seq] = []
+        self.cache: BatchKVCache | None = None
+        self.prefix_cache = PrefixCache(prefix_cache_bytes) if loaded.batchable else None
+        self._closed = False
+        self._wake = threading.Event()
+        self.active = 0  # requests submitted and not finished (read from other threads)
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name=f"worker-{loaded.name}", daemon=True)
+        self.thread.start()
+
+    # -- public, any thread ------------------------------------------------------------------------------
+    def submit(self, req: GenerationRequest) -> None:
+        with self._lock:
+            self.active += 1
+        self.inbox.put(req)
+
+    def close(self) -> None:
+        self._closed = True
+        self.inbox.put(None)
+        self.thread.join(timeout=30)
+
+    @property
+    def running(self) -> int:
+        return len(self.rows)
+
+    def cache_bytes(self) -> int:
+        cache = self.cache
+        return cache.bytes() if cache is not None else 0
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while not self._closed:
+            self._drain_inbox(block=not self.rows and not self.waiting)
+            if self._closed:
+                break
+            try:
+                with torch.inference_mode():
+                    self.step()
+            except Exception as exc:  # a failed forward must not wedge the worker: fail the batch, go on
+                log.exception("step failed")
+                self._fail_all(exc)
+        self._fail_all(InternalError("model unloaded"))
+
+    def _drain_inbox(self, block: bool) -> None:
+        try:
+            item = self.inbox.get(timeout=0.5) if block else self.inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if item is None:
+                self._closed = True
+                return
+            self.waiting.append(self._new_seq(item))
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _new_seq(self, req: GenerationRequest) -> _Seq:
+        tok = self.loaded.tokenizer
+        return _Seq(
+            req=req,
+            sampler=Sampler(req.options),
+            detok=Detokenizer(tok, req.prompt_ids),
+            stops=StopMatcher(req.options.stop),
+            tokens=list(req.prompt_ids),
+            n_prompt=len(req.prompt_ids),
+        )
+
+    def step(self) -> None:
+        for seq in [s for s in self.rows if s.req.cancelled.is_set()]:
+            self._finish(seq, None)
+        self.waiting = deque(s for s in self.waiting if not self._drop_if_cancelled(s))
+        free = self.max_rows - len(self.rows)
+        if free > 0 and self.waiting:
+            # Held in ``admitting`` until they are rows, so a failed prefill still fails them.
+            self.admitting = [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
+            self._prefill(self.admitting)
+            self.admitting = []
+        if self.rows:
+            self._decode()
+
+    def _drop_if_cancelled(self, seq: _Seq) -> bool:
+        if seq.req.cancelled.is_set():
+            self._release(seq)
+            return True
+        return False
+
+    # -- prefill ---------------------------------------------------------------------------------------------
+    def _prefill(self, group: list[_Seq]) -> None:
+        if not self.loaded.batchable or any(s.req.model_inputs for s in group):
+            for seq in group:
+                self._prefill_solo(seq)
+            return
+        if self.cache is None:
+            self.cache = self.loaded.new_batch_cache(self.max_rows)
+        cache = self.cache
+        started = time.perf_counter()
+        prefixes = [self._lookup_prefix(s) for s in group]
+        row0 = cache.reserve_rows([len(s.tokens) for s in group])
+        for i, seq in enumerate(group):
+            seq.row = row0 + i
+            self.rows.append(seq)
+            hit = prefixes[i]
+            if hit is not None:
+                cache.load_prefix(seq.row, hit[1], hit[2])
+        qlens = [len(s.tokens) - (p[0] if p else 0) for s, p in zip(group, prefixes, strict=True)]
+        q = max(qlens)
+        pad = self.loaded.pad_token_id
+        ids = torch.tensor([[pad] * (q - n) + s.tokens[len(s.tokens) - n :] for s, n in zip(group, qlens, strict=True)])
+        positions, mask, cache_position = cache.begin_prefill(row0, qlens)
+        try:
+            out = self.loaded.model(
+                input_ids=ids.to(self.loaded.device),
+                position_ids=positions,
+                attention_mask=mask,
+                past_key_values=cache,
+                cache_position=cache_position,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        finally:
+            cache.end_step(advance=False)
+        logits = out.logits[:, -1, :].float()
+        elapsed = time.perf_counter() - started
+        for i, seq in enumerate(group):
+            seq.prompt_evaluated += qlens[i]
+            seq.prefill_seconds += elapsed
+            seq.decode_started = time.perf_counter()
+        self._sample_and_advance(group, logits)
+
+    def _prefill_solo(self, seq: _Seq) -> None:
+        from transformers import DynamicCache
+
+        started = time.perf_counter()
+        seq.solo_cache = DynamicCache(config=self.loaded.model.config)
+        ids = torch.tensor([seq.tokens], device=self.loaded.device)
+        out = self.loaded.model(input_ids=ids, past_key_values=seq.solo_cache, use_cache=True, logits_to_keep=1, **seq.req.model_inputs)
+        seq.prompt_evaluated += len(seq.tokens)
+        seq.prefill_seconds += time.perf_counter() - started
+        seq.decode_started = time.perf_counter()
+        seq.row = len(self.rows)
+        self.rows.append(seq)
+        self._sample_and_advance([seq], out.logits[:, -1, :].float())
+
+    # -- decode ----------------------------------------------------------------------------------------------
+    def _decode(self) -> None:
+        if not self.loaded.batchable:
+            seq = self.rows[0]
+            ids = torch.tensor([[seq.tokens[-1]]], device=self.loaded.device)
+            out = self.loaded.model(input_ids=ids, past_key_values=seq.solo_cache, use_cache=True)
+            self._sample_and_advance([seq], out.logits[:, -1, :].float())
+            return
+        cache = self.cache
+        assert cache is not None
+        positions, mask, cache_position = cache.begin_decode()
+        ids = torch.tensor([[s.tokens[-1]] for s in self.rows], device=self.loaded.device)
+        try:
+            out = self.loaded.model(
+                input_ids=ids,
+                position_ids=positions,
+                attention_mask=mask,
+                past_key_values=cache,
+                cache_position=cache_position,
+                use_cache=True,
+            )
+        finally:
+            cache.end_step(advance=True)
+        self._sample_and_advance(list(self.rows), out.logits[:, -1, :].float())
+
+    # -- sampling and bookkeeping ------------------------------------------------------------------------------
+    def _sample_and_advance(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
+        """``logits`` [len(seqs), V]: one row per sequence, in ``seqs`` order."""
+        vocab = self.loaded.vocab_size
+        if logits.shape[-1] > vocab:  # padded embedding rows beyond the tokenizer are never sampled
+            logits[:, vocab:] = float("-inf")
+        constrained = [(i, s.req.grammar) for i, s in enumerate(seqs) if s.req.grammar is not None]
+        if constrained:
+            from .grammar import apply_grammar_masks
+
+            apply_grammar_masks(logits, constrained)
+        for i, seq in enumerate(seqs):
+            if seq.req.options.max_new_tokens <= seq.generated:
+                self._finish(seq, "length")
+                continue
+            token = seq.sampler.sample(logits[i], seq.tokens)
+            self._accept(seq, token)
+
+    def _accept(self, seq: _Seq, token: int) -> None:
+        seq.generated += 1
+        grammar = seq.req.grammar
+        if grammar is not None:
+            grammar.consume(token)
+        if token in self.loaded.eos_ids:
+            self._finish(seq, "stop")
+            return
+        seq.tokens.append(token)
+        text = seq.stops.push(seq.detok.push(token))
+        if text:
+            seq.req.emit(TextEvent(text))
+        if seq.stops.stopped or (grammar is not None and grammar.is_finished()):
+            self._finish(seq, "stop")
+        elif seq.generated >= seq.req.options.max_new_tokens:
+            self._finish(seq, "length")
+        elif len(seq.tokens) >= seq.req.options.num_ctx:
+            self._context_full(seq)
+
+    def _context_full(self, seq: _Seq) -> None:
+        """Ollama's context shift: keep ``num_keep`` tokens, drop half of the rest, continue."""
+        opts = seq.req.options
+        if opts.extra.get("shift") is False:
+            self._finish(seq, "length")
+            return
+        keep = max(0, min(opts.num_keep, len(seq.tokens) - 2))
+        discard = (len(seq.tokens) - keep) // 2
+        self._remove_row(seq)
+        seq.tokens = seq.tokens[:keep] + seq.tokens[keep + discard :]
+        seq.resumed = True
+        self.waiting.appendleft(seq)
+
+    def _finish(self, seq: _Seq, reason: str | None) -> None:
+        """End ``seq``; ``reason`` None means the client is gone (no events)."""
+        if seq.done:
+            return
+        seq.done = True
+        if reason is not None:
+            tail = seq.detok.flush()
+            text = seq.stops.push(tail) if tail else ""
+            if not seq.stops.stopped:
+                text += seq.stops.flush()
+            if text:
+                seq.req.emit(TextEvent(text))
+            seq.req.emit(
+                DoneEvent(
+                    reason=reason,
+                    prompt_eval_count=seq.prompt_evaluated,
+                    prompt_eval_duration=seq.prefill_seconds,
+                    eval_count=seq.generated,
+                    eval_duration=time.perf_counter() - seq.decode_started if seq.decode_started else 0.0,
+                    tokens=list(seq.tokens),
+                )
+            )
+        self._remember_prefix(seq)
+        self._remove_row(seq)
+        self._release(seq)
+
+    def _release(self, seq: _Seq) -> None:
+        with self._lock:
+            self.active -= 1
+
+    def _remove_row(self, seq: _Seq) -> None:
+        if seq.row < 0 or seq.row >= len(self.rows) or self.rows[seq.row] is not seq:
+            return
+        row = seq.row
+        if self.cache is not None and self.loaded.batchable:
+            self.cache.remove_row(row)
+        last = self.rows.pop()
+        if last is not seq:
+            self.rows[row] = last
+            last.row = row
+        seq.row = -1
+        seq.solo_cache = None
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for seq in [*self.rows, *self.admitting, *self.waiting]:
+            if not seq.done:
+                seq.done = True
+                seq.req.emit(ErrorEvent(exc))
+                self._release(seq)
+        self.rows.clear()
+        self.admitting = []
+        self.waiting.clear()
+        self.cache = None
+
+    # -- prefix reuse ----------------------------------------------------------------------------------------
+    def _lookup_prefix(self, seq: _Seq) -> tuple[int, list[torch.Tensor], list[torch.Tensor]] | None:
+        if self.prefix_cache is None or seq.req.model_inputs:
+            return None
+        return self.prefix_cache.lookup(seq.tokens)
+
+    def _remember_prefix(self, seq: _Seq) -> None:
+        if self.prefix_cache is None or self.cache is None or seq.row < 0 or seq.req.model_inputs:
+            return
+        keys, values = self.cache.extract(seq.row)
+        n = keys[0].shape[-2]
+        self.prefix_cache.store(seq.tokens[:n], keys, values)

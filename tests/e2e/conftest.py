@@ -31,7 +31,7 @@ def http(server: ServerProcess) -> Iterator[httpx.Client]:
         yield c
 
 
-def upload_dir(client: ollama.Client, directory: Path, patterns: tuple[str, ...] = ("*.json", "**/*.json", "*.safetensors", "vocab.txt", "tokenizer.model", "merges.txt")) -> dict[str, str]:
+def upload_dir(client: ollama.Client, directory: Path, patterns: tuple[str, ...] = ("*.json", "**/*.json", "*.safetensors", "*.jinja", "vocab.txt", "tokenizer.model", "merges.txt")) -> dict[str, str]:
     files: dict[str, str] = {}
     for pattern in patterns:
         for path in sorted(directory.glob(pattern)):

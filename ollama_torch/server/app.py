@@ -12,20 +12,20 @@ import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
 from ..errors import Forbidden, OllamaError
 from ..settings import Settings
 from ..store import ModelStore
+from .engine_api import EngineService
 from .streaming import error_response, json_response
 
 log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", ModelStore)
-ENGINE = web.AppKey("engine", Any)  # ollama_torch.engine.Scheduler, or a scripted stand-in in unit tests
+ENGINE = web.AppKey("engine", EngineService)  # ollama_torch.engine.Scheduler, or a scripted stand-in
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -71,12 +71,18 @@ def cors_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamRes
             )
         if origin is not None and not _origin_allowed(origin, settings.origins):
             return web.Response(status=403)
-        resp = await handler(request)
-        if origin is not None and not resp.prepared:
-            resp.headers["Access-Control-Allow-Origin"] = origin
-        return resp
+        return await handler(request)
 
     return cors
+
+
+async def _allow_origin(request: web.Request, response: web.StreamResponse) -> None:
+    """Add the CORS header as any response (streams included) is prepared; disallowed origins never get
+    this far (the CORS middleware answers them 403)."""
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.setdefault("Vary", "Origin")
 
 
 def _host_allowed(host_header: str) -> bool:
@@ -112,17 +118,22 @@ def host_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamRes
     return hosts
 
 
-def make_app(settings: Settings, *, store: ModelStore | None = None, engine: Any = None) -> web.Application:
-    from . import routes_create, routes_models, routes_registry
+def make_app(settings: Settings, *, store: ModelStore | None = None, engine: EngineService | None = None) -> web.Application:
+    from . import openai, routes_create, routes_embed, routes_generate, routes_models, routes_registry
 
     app = web.Application(
         middlewares=[host_middleware(settings), cors_middleware(settings), error_middleware],
         client_max_size=1 << 40,  # blob uploads are streamed; this only bounds request.read()
     )
+    app.on_response_prepare.append(_allow_origin)
     app[SETTINGS] = settings
     app[STORE] = store if store is not None else ModelStore(settings.models)
-    app[ENGINE] = engine
+    if engine is not None:
+        app[ENGINE] = engine
     routes_models.setup(app)
     routes_create.setup(app)
+    routes_generate.setup(app)
+    routes_embed.setup(app)
     routes_registry.setup(app)
+    openai.setup(app)  # /v1: Ollama's OpenAI-compatible endpoints
     return app

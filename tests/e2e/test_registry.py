@@ -114,3 +114,33 @@ def _post_ignoring_errors(url: str, body: dict[str, object]) -> None:
                 pass
     except httpx.HTTPError:
         pass  # the server was killed under us
+
+
+def test_push_pull_the_real_model_and_generate(registry: Registry, server: ServerProcess, client: ollama.Client, smollm2: str, tmp_path: Path) -> None:
+    """Push SmolLM2 to the registry, pull it into an empty store on a second server, generate with it,
+    delete it there and pull it again: same manifest digest and blobs every time."""
+    name = f"{registry.host}/library/smol:latest"
+    client.copy(smollm2, name)
+    assert client.push(name, insecure=True).status == "success"
+    manifest = ModelStore(server.models).read_manifest(ModelName.parse(name))[2]
+    remote = httpx.get(f"{registry.url}/v2/library/smol/manifests/latest", headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    assert remote.content == manifest
+    client.delete(name)
+    other = start_server(tmp_path / "models", tmp_path / "server.log")
+    try:
+        c2 = ollama.Client(host=other.url, timeout=600)
+        for _ in range(2):
+            lines = [p.status for p in c2.pull(name, insecure=True, stream=True)]
+            assert lines[0] == "pulling manifest" and lines[-1] == "success" and "verifying sha256 digest" in lines
+            store = ModelStore(other.models)
+            assert store.read_manifest(ModelName.parse(name))[2] == manifest
+            for digest in Manifest.from_bytes(manifest).digests():
+                assert store.blobs.read_bytes(digest) == ModelStore(server.models).blobs.read_bytes(digest)
+            if _ == 0:
+                r = c2.generate(model=name, prompt="Why is the sky blue?", options={"temperature": 0, "num_predict": 8})
+                ref = client.generate(model=smollm2, prompt="Why is the sky blue?", options={"temperature": 0, "num_predict": 8})
+                assert r.response == ref.response and r.eval_count == 8
+            c2.delete(name)
+            assert not list((other.models / "blobs").glob("sha256-*"))
+    finally:
+        other.stop()

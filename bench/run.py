@@ -1,0 +1,77 @@
+"""``make bench``: run every benchmark and write BENCHMARKS.md. Each section's numbers are ratios against
+a reference measured in the same run. Run it on an otherwise idle machine: the 2 cores are shared, and
+other processes change the absolute numbers (and, through OpenMP barriers, even the ratios).
+
+Usage: ``python bench/run.py --out BENCHMARKS.md [--only gen,embed,...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SECTIONS = [
+    ("gen", "Generation (continuous batching vs plain Transformers)", "gen_bench.py"),
+    ("structured", "Structured outputs through the server", "structured_bench.py"),
+    ("schema", "JSON-schema engine: coverage, compile and mask times", "schema_suite.py"),
+    ("embed", "Embeddings vs sentence-transformers", "embed_bench.py"),
+    ("quant", "Quantization: memory, quality and speed", "quant_bench.py"),
+]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    ap.add_argument("--only", default="", help="comma-separated section keys: " + ",".join(k for k, _, _ in SECTIONS))
+    args = ap.parse_args()
+    only = {k for k in args.only.split(",") if k}
+    import torch
+
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` on {datetime.date.today().isoformat()}: {cpu_name()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}. "
+        "Every ratio compares against a reference measured in the same run on the same machine.",
+        "",
+    ]
+    for key, title, script in SECTIONS:
+        if only and key not in only:
+            continue
+        path = ROOT / "bench" / script
+        if not path.exists():
+            parts += [f"## {title}", "", f"_not run: {script} is missing_", ""]
+            continue
+        with tempfile.NamedTemporaryFile(suffix=".md") as out:
+            started = time.perf_counter()
+            proc = subprocess.run([sys.executable, str(path), "--out", out.name], cwd=ROOT)
+            elapsed = time.perf_counter() - started
+            body = Path(out.name).read_text() if proc.returncode == 0 else f"_failed with exit code {proc.returncode}_\n"
+        parts += [f"## {title}", "", body.strip(), "", f"<sub>{script}, {elapsed:.0f} s</sub>", ""]
+        print(f"{key}: done in {elapsed:.0f} s", file=sys.stderr)
+    args.out.write_text("\n".join(parts))
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

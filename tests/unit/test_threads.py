@@ -1,0 +1,51 @@
+"""The thread tuner keeps the thread count whose steps are faster, and stops probing a loser often."""
+
+from __future__ import annotations
+
+import torch
+
+from ollama_torch.engine.threads import ThreadTuner
+
+
+def drive(tuner: ThreadTuner, cost: dict[int, float], steps: int, batch: int = 4) -> list[int]:
+    seen = []
+    for _ in range(steps):
+        threads = torch.get_num_threads()
+        seen.append(threads)
+        tuner.record(cost[threads], batch)
+    return seen
+
+
+def test_switches_to_the_faster_count_and_back() -> None:
+    before = torch.get_num_threads()
+    try:
+        tuner = ThreadTuner(max_threads=2, window=4, hold=16)
+        assert tuner.enabled and torch.get_num_threads() == 2
+        drive(tuner, {2: 0.30, 1: 0.05}, 200)  # contended: one thread wins
+        assert tuner.current == 1
+        drive(tuner, {2: 0.02, 1: 0.05}, 400)  # idle again: two threads win
+        assert tuner.current == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_losing_probes_back_off() -> None:
+    before = torch.get_num_threads()
+    try:
+        tuner = ThreadTuner(max_threads=2, window=4, hold=16, max_hold=1024)
+        seen = drive(tuner, {2: 0.02, 1: 0.2}, 2000)
+        probes = sum(1 for a, b in zip(seen, seen[1:]) if a == 2 and b == 1)
+        assert tuner.current == 2 and probes <= 8  # backed off exponentially, not every 16 steps
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_batch_change_restarts_measurement() -> None:
+    before = torch.get_num_threads()
+    try:
+        tuner = ThreadTuner(max_threads=2, window=4, hold=16)
+        for i in range(100):  # batch size changes every step: never enough comparable samples
+            tuner.record(0.3 if torch.get_num_threads() == 2 else 0.01, batch=i % 3 + 1)
+        assert tuner.current == 2
+    finally:
+        torch.set_num_threads(before)

@@ -57,6 +57,10 @@ class ModelWorker:
     def __init__(self, loaded: LoadedModel, max_rows: int, prefix_cache_bytes: int = 256 << 20) -> None:
         self.loaded = loaded
         self.max_rows = max_rows if loaded.batchable else 1
+        if loaded.device.type == "cpu" and self.max_rows > 1:
+            from .packed import pack_linears
+
+            loaded.size_bytes += pack_linears(loaded.model, self.max_rows)
         self.inbox: queue.SimpleQueue[GenerationRequest | None] = queue.SimpleQueue()
         self.waiting: deque[_Seq] = deque()
         self.rows: list[_Seq] = []
@@ -257,7 +261,14 @@ class ModelWorker:
         seq.generated += 1
         grammar = seq.req.grammar
         if grammar is not None:
-            grammar.consume(token)
+            try:
+                grammar.consume(token)
+            except InternalError as exc:  # a token the mask allowed but the grammar rejects: fail this request only
+                seq.done = True
+                seq.req.emit(ErrorEvent(exc))
+                self._remove_row(seq)
+                self._release(seq)
+                return
         if token in self.loaded.eos_ids:
             self._finish(seq, "stop")
             return

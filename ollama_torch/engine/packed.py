@@ -1,0 +1,81 @@
+"""MKL pre-packed weights for batched decode on CPU (float32).
+
+A batched decode step multiplies a few rows (the batch) by every weight matrix. For small row counts MKL's
+sgemm repacks the whole weight matrix on every call, so a step of 8 rows cost about twice one of 1 row
+(measured on SmolLM2: 65 ms vs 34 ms). With the weights packed once for 8 rows (``mkl._mkl_linear``, what
+torch.compile's CPU freezing uses), the 8-row step takes 47 ms: 169 tok/s instead of 123.
+
+``pack_linears`` swaps every plain ``nn.Linear`` of a float32 CPU model for a ``PackedLinear`` that keeps
+the original weight (one-row steps and long prefills use it: gemv and large-M gemm are already efficient)
+plus a packed copy used when 2..``rows`` rows go through. The copy costs memory, so models whose packed
+copies would not fit comfortably in RAM are left alone. Generic: no per-architecture code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+def mkl_packing_available() -> bool:
+    return hasattr(torch.ops, "mkl") and hasattr(torch.ops.mkl, "_mkl_linear") and torch.backends.mkl.is_available()
+
+
+class PackedLinear(nn.Module):
+    def __init__(self, linear: nn.Linear, rows: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.weight  # shared with the model (tied embeddings stay tied)
+        self.bias = linear.bias
+        self.rows = rows
+        self.register_buffer("packed", torch.ops.mkl._mkl_reorder_linear_weight(linear.weight.detach(), rows), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])  # [n, in]
+        n = flat.shape[0]
+        if n == 1 or n > self.rows:
+            return F.linear(x, self.weight, self.bias)
+        if n < self.rows:  # the packed layout is for exactly ``rows`` rows: pad, then drop the padding
+            flat = torch.cat([flat, flat.new_zeros(self.rows - n, flat.shape[1])])
+        out = torch.ops.mkl._mkl_linear(flat, self.packed, self.weight, self.bias, self.rows)[:n]
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed_rows={self.rows}"
+
+
+def _physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def pack_linears(model: nn.Module, rows: int, memory_fraction: float = 0.25) -> int:
+    """Replace the model's plain float32 ``nn.Linear`` layers by ``PackedLinear``; returns the bytes the
+    packed copies take (0 when nothing was packed).
+    Does nothing for a single-row batch, without MKL, or when the packed copies would take more than
+    ``memory_fraction`` of physical memory."""
+    if rows < 2 or not mkl_packing_available():
+        return 0
+    targets = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if type(child) is nn.Linear and child.weight.dtype == torch.float32 and child.weight.device.type == "cpu"
+    ]
+    extra = sum(child.weight.numel() * 4 for _, _, child in targets)
+    memory = _physical_memory()
+    if not targets or (memory and extra > memory_fraction * memory):
+        log.info("not packing weights for batched decode: %.0f MiB of copies", extra / 2**20)
+        return 0
+    for parent, name, child in targets:
+        setattr(parent, name, PackedLinear(child, rows))
+    log.info("packed %d linear layers for %d-row decode steps (%.0f MiB)", len(targets), rows, extra / 2**20)
+    return extra

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import OllamaError, ServerBusy
+from ..errors import ServerBusy
 from ..names import ModelName
 from ..settings import Settings
 from ..store import ModelStore, StoredModel
@@ -58,7 +58,7 @@ class Scheduler:
         self.settings = settings
         self.store = store
         self.runners: dict[str, Runner] = {}
-        self._loading: dict[str, asyncio.Future[Runner]] = {}
+        self._loading: dict[str, asyncio.Future[Runner]] = {}  # loads in progress, by weights
         self._changed = asyncio.Event()
         self.pending = 0
 
@@ -77,7 +77,7 @@ class Scheduler:
                     self._use(runner, stored, keep_alive)
                     return runner, 0.0
                 if key in self._loading:
-                    await asyncio.shield(self._loading[key])
+                    await self._load(key, stored)
                     continue
                 if len(self.runners) + len(self._loading) >= self.settings.effective_max_loaded_models:
                     victim = self._pick_victim()
@@ -130,21 +130,26 @@ class Scheduler:
 
     # -- loading and unloading ---------------------------------------------------------------------------
     async def _load(self, key: str, stored: StoredModel) -> Runner:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Runner] = loop.create_future()
-        self._loading[key] = future
-        try:
-            runner = await asyncio.shield(asyncio.to_thread(self._load_sync, key, stored))
-        except BaseException as exc:
-            future.set_exception(exc if isinstance(exc, Exception) else OllamaError("load cancelled"))
-            future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
-            self._loading.pop(key, None)
-            self._changed.set()
+        """Load on a thread. The load is registered when it completes even if the request that started it
+        has gone away meanwhile (it then expires after the default keep-alive, like any idle runner)."""
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.ensure_future(asyncio.to_thread(self._load_sync, key, stored))
+            self._loading[key] = task
+            task.add_done_callback(lambda t: self._loaded(key, t))
+        return await asyncio.shield(task)
+
+    def _loaded(self, key: str, task: asyncio.Future[Runner]) -> None:
+        self._loading.pop(key, None)
+        self._changed.set()
+        if task.cancelled() or task.exception() is not None:
+            return
+        runner = task.result()
         self.runners[key] = runner
-        future.set_result(runner)
-        return runner
+        runner.keep_alive = self.settings.keep_alive
+        if runner.refs == 0 and math.isfinite(runner.keep_alive):
+            # Whoever asked for it takes it at once (``_use`` cancels this); if they left, it expires.
+            runner.timer = asyncio.get_running_loop().call_later(max(runner.keep_alive, 1.0), self._expire, runner)
 
     def _load_sync(self, key: str, stored: StoredModel) -> Runner:
         from .loader import load_model

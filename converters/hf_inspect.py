@@ -41,6 +41,8 @@ FIM_TOKENS = (
     ("<|fim▁begin|>", "<|fim▁hole|>", "<|fim▁end|>"),
 )
 GENERATIVE_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+# Tensors a quantizer stores beside a quantized weight (bitsandbytes state, int4 scales and mins): not parameters.
+_QUANT_STATE = re.compile(r"\.(absmax|quant_map|nested_absmax|nested_quant_map|quant_state\.bitsandbytes__\w+|SCB|weight_format|scales|mins)$")
 
 
 class UnsupportedModel(ValueError):
@@ -176,19 +178,27 @@ def inspect_hf_files(files: dict[str, Path]) -> HFModelInfo:
     params = 0
     dtype_bytes: Counter[str] = Counter()
     tensors: list[dict[str, Any]] = []
+    quantization = config.get("quantization_config")
     for rel in weights:
-        for name, meta in read_safetensors_header(files[rel]).items():
+        header = read_safetensors_header(files[rel])
+        for name, meta in header.items():
+            if quantization and _QUANT_STATE.search(name):
+                continue
             dtype = str(meta.get("dtype", ""))
             shape = [int(d) for d in meta.get("shape", [])]
             count = 1
             for d in shape:
                 count *= d
+            if quantization and dtype == "U8" and (name.endswith(".qweight") or any(k.startswith(f"{name}.quant_state.") for k in header)):
+                count *= 2  # 4-bit (bitsandbytes or int4): two weights per byte
             params += count
             label, width = SAFETENSORS_DTYPES.get(dtype, (dtype, 1))
             dtype_bytes[label] += count * width
             tensors.append({"name": name, "type": label, "shape": shape})
     floats = {k: v for k, v in dtype_bytes.items() if k in {"F32", "F16", "BF16", "F64"}}
     file_type = max(floats, key=lambda k: floats[k]) if floats else (max(dtype_bytes, key=lambda k: dtype_bytes[k]) if dtype_bytes else "unknown")
+    if isinstance(quantization, dict):
+        file_type = quantized_file_type(quantization)
 
     chat_template = chat_template_of(files)
     vocab = _tokenizer_vocab(files)
@@ -220,6 +230,19 @@ def inspect_hf_files(files: dict[str, Path]) -> HFModelInfo:
         fim_tokens=fim if generative else None,
         tensors=tensors,
     )
+
+
+def quantized_file_type(quantization: dict[str, Any]) -> str:
+    """``file_type`` of a checkpoint saved quantized (``quantization_config`` in config.json): never one
+    of the float types, so it is never quantized again."""
+    method = str(quantization.get("quant_method") or "")
+    if method == "bitsandbytes":
+        if quantization.get("load_in_4bit"):
+            return str(quantization.get("bnb_4bit_quant_type") or "nf4").upper()
+        return "INT8"
+    if method == "ollama_int4":
+        return "INT4"
+    return method.upper() or "QUANTIZED"
 
 
 def check_architecture(model_dir: Path, info: HFModelInfo) -> None:

@@ -1,10 +1,11 @@
 """``create_model``: Ollama's create algorithm (server/create.go) over our store.
 
 Everything that can be refused is checked before the first status line, so a bad request gets its 400
-rather than a 200 whose stream ends in an error. Weights are never rewritten: a Safetensors directory is
-stored as one layer per file, a GGUF file as one model layer; the GGUF's Safetensors conversion is a
-derived artefact kept beside the store (see ``ModelStore.derived_dir``). The manifest is written last,
-under the store lock, so an interrupted create leaves no model behind.
+rather than a 200 whose stream ends in an error. Weights are rewritten only for ``quantize`` (see
+``quantize.py``); otherwise a Safetensors directory is stored as one layer per file, a GGUF file as one
+model layer; the GGUF's Safetensors conversion is a derived artefact kept beside the store (see
+``ModelStore.derived_dir``). The manifest is written last, under the store lock, so an interrupted
+create leaves no model behind.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..errors import BadRequest, ModelNotFound, NotImplementedYet
 from ..names import ModelName
 from ..store import ConfigV2, Layer, Manifest, MediaType, ModelStore
 from ..store.manifest import go_json
+from .quantize import QuantScheme, check_quantizable, media_type_for, parse_scheme, quantize_layers
 from .request import CreateRequest
 
 log = logging.getLogger(__name__)
@@ -34,14 +36,6 @@ Pull = Callable[[ModelName, Emit], None]
 
 _conversion_locks: dict[str, threading.Lock] = {}
 _conversion_locks_guard = threading.Lock()
-
-
-def _media_type_for(relpath: str) -> str:
-    if relpath.endswith(".safetensors"):
-        return MediaType.TENSOR
-    if relpath.endswith(".json"):
-        return MediaType.JSON
-    return MediaType.FILE
 
 
 def _detect_kind(store: ModelStore, files: dict[str, str]) -> str:
@@ -91,8 +85,7 @@ def create_model(
 ) -> None:
     """Create ``req.name``, reporting progress through ``emit``. Raises ``OllamaError``s."""
     req.validate()
-    if req.quantize:
-        raise NotImplementedYet("quantization is not supported yet; create the model without 'quantize'")
+    scheme = parse_scheme(req.quantize)
     if req.adapters:
         raise NotImplementedYet("adapters are not supported yet; create the model without 'adapters'")
     if req.template:
@@ -101,16 +94,18 @@ def create_model(
 
     layers = _Layers(store)
     if req.from_:
-        config = _from_model(store, req, layers, emit, pull)
+        config = _from_model(store, req, layers, emit, pull, scheme)
     else:
         for path, digest in req.files.items():
             if not store.blobs.exists(digest):
                 raise BadRequest(f'file "{path}" has no blob: upload {digest} to /api/blobs first')
         kind = _detect_kind(store, req.files)
         if kind == "safetensors":
-            config = _from_safetensors(store, req, layers, emit)
+            config = _from_safetensors(store, req, layers, emit, scheme)
         else:
-            config = _from_gguf(store, req, layers, emit)
+            config = _from_gguf(store, req, layers, emit, scheme)
+    if scheme is not None:
+        layers.items, config = quantize_layers(store, layers.items, config, scheme, emit)
 
     if req.template:
         layers.remove(MediaType.TEMPLATE, MediaType.PROMPT)
@@ -144,7 +139,9 @@ def create_model(
 
 
 # -- sources ------------------------------------------------------------------------------------------
-def _from_model(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit, pull: Pull | None) -> ConfigV2:
+def _from_model(
+    store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit, pull: Pull | None, scheme: QuantScheme | None
+) -> ConfigV2:
     source = ModelName.parse(req.from_)
     if not source.is_valid:
         raise BadRequest("invalid model name")
@@ -153,13 +150,14 @@ def _from_model(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Em
             raise ModelNotFound(req.from_)
         pull(source, emit)
     model = store.get(source)
+    check_quantizable(scheme, model.config.file_type)
     origin = model.name.display_shortest
     for layer in model.manifest.layers:
         layers.existing(replace(layer, from_=origin))
     return replace(model.config, capabilities=list(model.config.capabilities), extra=dict(model.config.extra))
 
 
-def _from_safetensors(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit) -> ConfigV2:
+def _from_safetensors(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit, scheme: QuantScheme | None) -> ConfigV2:
     from converters.hf_inspect import UnsupportedModel, check_architecture, inspect_hf_files
 
     with _materialized(store, req.files) as model_dir:
@@ -169,10 +167,11 @@ def _from_safetensors(store: ModelStore, req: CreateRequest, layers: _Layers, em
             check_architecture(model_dir, info)
         except UnsupportedModel as exc:
             raise BadRequest(str(exc)) from None
+    check_quantizable(scheme, info.file_type)
     emit({"status": "converting model"})
     for rel in sorted(req.files):
         digest = req.files[rel]
-        layers.existing(Layer(_media_type_for(rel), digest, store.blobs.size(digest), name=rel))
+        layers.existing(Layer(media_type_for(rel), digest, store.blobs.size(digest), name=rel))
     return ConfigV2(
         model_format="safetensors",
         model_family=info.family,
@@ -186,7 +185,7 @@ def _from_safetensors(store: ModelStore, req: CreateRequest, layers: _Layers, em
     )
 
 
-def _from_gguf(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit) -> ConfigV2:
+def _from_gguf(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit, scheme: QuantScheme | None) -> ConfigV2:
     from converters.gguf_info import read_gguf_info
 
     candidates = sorted(p for p, d in req.files.items() if p.endswith(".gguf") or _is_gguf_blob(store, d))
@@ -204,6 +203,7 @@ def _from_gguf(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emi
     if info.general_type in ("mmproj", "projector", "clip"):
         raise NotImplementedYet("GGUF vision projectors are not supported yet")
     _check_gguf_architecture(info.architecture)
+    check_quantizable(scheme, info.file_type)
     emit({"status": "parsing GGUF"})
     ensure_gguf_converted(store, digest, emit)
     layers.existing(Layer(MediaType.MODEL, digest, store.blobs.size(digest)))

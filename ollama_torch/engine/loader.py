@@ -125,12 +125,14 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
 def load_model(stored: StoredModel, settings: Settings) -> LoadedModel:
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()  # the server's log is not a terminal
     caps = stored.capabilities
     kind = "embedding" if "embedding" in caps and "completion" not in caps else ("vision" if "vision" in caps else "causal")
     device = pick_device(settings)
     dtype = pick_dtype(settings, device)
-    if not settings.dtype:  # weights quantized at create time load in the dtype they were stored in
-        dtype = stored_dtype(stored) or dtype
+    quantized_dtype = stored_dtype(stored)  # weights quantized at create time load in their stored dtype
+    if quantized_dtype is not None and not settings.dtype:
+        dtype = quantized_dtype
     directory, cleanup = model_directory(stored)
     try:
         kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}

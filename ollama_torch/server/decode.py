@@ -18,7 +18,8 @@ from ..errors import BadRequest
 _MISSING = object()
 
 
-def _json_type(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """The JSON kind ``encoding/json`` names in an ``UnmarshalTypeError``."""
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, (int, float)):
@@ -47,7 +48,7 @@ def parse_body(body: bytes, struct: str) -> Fields:
     except json.JSONDecodeError as exc:
         raise BadRequest(_json_syntax_message(body, exc)) from None
     if not isinstance(data, dict):
-        raise BadRequest(f"json: cannot unmarshal {_json_type(data)} into Go value of type api.{struct}")
+        raise BadRequest(f"json: cannot unmarshal {json_kind(data)} into Go value of type api.{struct}")
     return Fields(data, struct)
 
 
@@ -81,7 +82,7 @@ class Fields:
 
     def _mismatch(self, key: builtins.str, value: Any, go_type: builtins.str) -> BadRequest:
         return BadRequest(
-            f"json: cannot unmarshal {_json_type(value)} into Go struct field {self.struct}.{key} of type {go_type}"
+            f"json: cannot unmarshal {json_kind(value)} into Go struct field {self.struct}.{key} of type {go_type}"
         )
 
     def has(self, key: builtins.str) -> builtins.bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import BadRequest
-from ..decode import Fields, parse_body
+from ..decode import Fields, json_kind, parse_body
 
 CHAT = "ChatCompletionRequest"
 COMPLETION = "CompletionRequest"
@@ -62,21 +62,8 @@ def go_type(value: Any) -> str:
     return "map[string]interface {}"
 
 
-def _json_kind(value: Any) -> str:
-    """The JSON kind ``encoding/json`` names in an ``UnmarshalTypeError``."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 def _mismatch(struct: str, key: str, value: Any, go: str) -> BadRequest:
-    return BadRequest(f"json: cannot unmarshal {_json_kind(value)} into Go struct field {struct}.{key} of type {go}")
+    return BadRequest(f"json: cannot unmarshal {json_kind(value)} into Go struct field {struct}.{key} of type {go}")
 
 
 def decode(body: bytes, struct: str) -> Fields:
@@ -88,7 +75,7 @@ def decode(body: bytes, struct: str) -> Fields:
     except ValueError:
         return parse_body(body, struct)  # raises with Go's syntax-error text
     if not isinstance(data, dict):
-        raise BadRequest(f"json: cannot unmarshal {_json_kind(data)} into Go value of type openai.{struct}")
+        raise BadRequest(f"json: cannot unmarshal {json_kind(data)} into Go value of type openai.{struct}")
     return Fields(data, struct)
 
 
@@ -186,7 +173,7 @@ def tool_calls_to_native(calls: list[Any]) -> list[dict[str, Any]]:
     out = []
     for call in calls:
         if not isinstance(call, dict):
-            raise BadRequest(f"json: cannot unmarshal {_json_kind(call)} into Go struct field {CHAT}.messages.tool_calls of type openai.ToolCall")
+            raise BadRequest(f"json: cannot unmarshal {json_kind(call)} into Go struct field {CHAT}.messages.tool_calls of type openai.ToolCall")
         tc = Fields(call, struct)
         function = _object(tc, "function", "struct { Name string; Arguments string }")
         name = function.str("name") if function is not None else ""
@@ -260,7 +247,7 @@ def messages_to_native(messages: list[Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
         if not isinstance(m, dict):
-            raise BadRequest(f"json: cannot unmarshal {_json_kind(m)} into Go struct field {CHAT}.messages of type openai.Message")
+            raise BadRequest(f"json: cannot unmarshal {json_kind(m)} into Go struct field {CHAT}.messages of type openai.Message")
         msg = Fields(m, f"{CHAT}.messages")
         role, reasoning, call_id = msg.str("role"), msg.str("reasoning"), msg.str("tool_call_id")
         raw_calls = msg.list("tool_calls", "[]openai.ToolCall")

@@ -61,10 +61,13 @@ _SPECS: Final = (
     OptionSpec("presence_penalty", OptionType.FLOAT, default=0.0),
     OptionSpec("frequency_penalty", OptionType.FLOAT, default=0.0),
     OptionSpec("stop", OptionType.STRING_LIST, doc="stop sequences"),
+    # ollama-torch extensions (Ollama ignores unknown options with a warning, so they are safe to send).
+    OptionSpec("tool_grammar", OptionType.BOOL, nullable=True,
+               doc="constrain tool calls to the tools' names and parameter schemas (default true)"),
 )
 
 OPTIONS: Final[Mapping[str, OptionSpec]] = MappingProxyType({spec.name: spec for spec in _SPECS})
-"""Every option Ollama knows, by its JSON name."""
+"""Every option Ollama knows, by its JSON name (plus this server's extensions, marked above)."""
 
 RUNNER_OPTIONS: Final[frozenset[str]] = frozenset(name for name, spec in OPTIONS.items() if spec.runner)
 

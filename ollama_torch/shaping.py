@@ -1,6 +1,11 @@
 """Shaping generated text into what Ollama returns: reasoning split into ``thinking``, tool calls parsed
 out of the content, everything else as ``content``/``response``. Pure text processing, no torch.
 
+:func:`plan_response` decides, once per response from the rendered prompt, how output is split: which
+reasoning tags (and whether the prompt already opened the block), which tool-call markup (and whether the
+prompt already opened a call). The HTTP layer builds the :class:`ResponseShaper` from the plan and the
+engine builds the request's grammar from the same plan, so the two always agree.
+
 ``ThinkingParser`` follows Ollama's ``thinking.Parser``: leading whitespace is skipped; output that opens
 with the thinking tag (or a prompt that already ended with it) is reasoning until the closing tag; output
 that starts with anything else has no reasoning block. Partial tags are held back across chunks.
@@ -10,9 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .tools import ToolCallParser, ToolFormat
+from .tools import FormatKind, ToolCallParser, ToolFormat, detect_tool_format
+
+if TYPE_CHECKING:
+    from .engine.prompt import BuiltPrompt
 
 
 def _partial_tail(buf: str, tag: str) -> int:
@@ -83,6 +91,43 @@ class ThinkingParser:
         return "", buf if self.state == self.CONTENT or buf.strip() else ""
 
 
+@dataclass(frozen=True)
+class ResponsePlan:
+    """How one response is split; see :func:`plan_response`."""
+
+    think_tags: tuple[str, str] | None = None  # (opening, closing) when thinking is on
+    in_thinking: bool = False  # the prompt ends with the opening tag
+    tool_format: ToolFormat | None = None  # when tools were sent
+    tool_names: tuple[str, ...] = ()
+    in_call: bool = False  # the prompt ends with the tool-call tag
+    template: str = ""  # the template that rendered the prompt (Go or Jinja source)
+
+
+def plan_response(built: BuiltPrompt, think: bool | str | None, tools: Sequence[dict[str, Any]] | None) -> ResponsePlan:
+    """The plan for a response to ``built``: reasoning tags from the Go template (``<think>``/``</think>``
+    otherwise), tool-call markup from the template (``tools.detect_tool_format``)."""
+    template = built.go_template.raw if built.go_template is not None else (built.jinja_template or "")
+    tail = built.text.rstrip()
+    tags: tuple[str, str] | None = None
+    if think:
+        tags = ("<think>", "</think>")
+        if built.go_template is not None:
+            from .templates.inspect import thinking_tags
+
+            found = thinking_tags(built.go_template)
+            if found[0] and found[1]:
+                tags = found
+    in_thinking = tags is not None and tail.endswith(tags[0])
+    fmt: ToolFormat | None = None
+    names: tuple[str, ...] = ()
+    if tools:
+        fmt = detect_tool_format(template, go_template=built.go_template is not None)
+        names = tuple(str(t.get("function", {}).get("name", "")) for t in tools if isinstance(t, dict))
+    in_call = (fmt is not None and fmt.kind is not FormatKind.JSON and not in_thinking
+               and bool(fmt.tag) and tail.endswith(fmt.tag))
+    return ResponsePlan(tags, in_thinking, fmt, names, in_call, template)
+
+
 @dataclass
 class Shaped:
     content: str = ""
@@ -99,9 +144,18 @@ class ResponseShaper:
         thinking: ThinkingParser | None = None,
         tool_format: ToolFormat | None = None,
         tool_names: Sequence[str] = (),
+        in_call: bool = False,
     ) -> None:
         self.thinking = thinking
-        self.tools = ToolCallParser(tool_format, list(tool_names)) if tool_format is not None and tool_names else None
+        self.tools = (ToolCallParser(tool_format, list(tool_names), in_call=in_call)
+                      if tool_format is not None and tool_names else None)
+
+    @classmethod
+    def from_plan(cls, plan: ResponsePlan) -> ResponseShaper:
+        thinking = None
+        if plan.think_tags is not None:
+            thinking = ThinkingParser(*plan.think_tags, in_thinking=plan.in_thinking)
+        return cls(thinking=thinking, tool_format=plan.tool_format, tool_names=plan.tool_names, in_call=plan.in_call)
 
     def add(self, text: str) -> list[Shaped]:
         thinking, content = self.thinking.add(text) if self.thinking else ("", text)

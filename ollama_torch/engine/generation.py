@@ -1,10 +1,12 @@
 """One generation request end to end on the engine side: build the prompt (on a thread), attach the
-grammar, submit to the model's worker, and hand its events back to the event loop as they come."""
+grammar (``format``, tool calls: see ``grammar_request``), submit to the model's worker, and hand its
+events back to the event loop as they come."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 import threading
 from collections.abc import AsyncIterator
@@ -12,11 +14,13 @@ from typing import Any
 
 from ..errors import BadRequest, ServerBusy
 from ..settings import Settings
+from ..shaping import plan_response
 from ..store import StoredModel
 from .options import GenerationOptions
 from .prompt import BuiltPrompt, PromptJob, build_prompt
 from .requests import DoneEvent, ErrorEvent, Event, GenerationRequest
 
+log = logging.getLogger(__name__)
 _IMG_TAG = re.compile(r"\[img-\d+\]")
 
 
@@ -37,9 +41,18 @@ class ModelExtras:
             if self._compiler is None:
                 from .grammar import GrammarCompiler
 
-                logits_size = self.loaded.model.get_output_embeddings().weight.shape[0]
-                self._compiler = GrammarCompiler(self.loaded.tokenizer, max(logits_size, self.loaded.vocab_size), sorted(self.loaded.eos_ids))
+                self._compiler = GrammarCompiler(self.loaded.tokenizer, _logits_width(self.loaded), sorted(self.loaded.eos_ids))
             return self._compiler
+
+
+def _logits_width(loaded: Any) -> int:
+    """The width of the model's logits: the output head's (often padded past the tokenizer's size), read
+    from the module so that packed or quantized heads work too; ``config.vocab_size`` when it has none."""
+    head = loaded.model.get_output_embeddings()
+    width = getattr(head, "out_features", None) or getattr(getattr(head, "weight", None), "shape", (0,))[0]
+    if not width:
+        width = getattr(loaded.model.config.get_text_config(), "vocab_size", 0)
+    return max(int(width or 0), int(loaded.vocab_size))
 
 
 def extras_for(loaded: Any) -> ModelExtras:
@@ -89,6 +102,24 @@ def prepare(loaded: Any, stored: StoredModel, job: PromptJob, opts: GenerationOp
     return built, model_inputs
 
 
+def _grammar(loaded: Any, built: BuiltPrompt, job: PromptJob, opts: GenerationOptions, format_spec: Any) -> Any:
+    """The request's grammar state (``grammar_request``), or None when its output is unconstrained."""
+    from .grammar_request import TOOL_GRAMMAR_OPTION, request_grammar
+
+    plan = plan_response(built, job.think, job.tools)
+    constrain_tools = opts.extra.get(TOOL_GRAMMAR_OPTION) is not False
+    if format_spec is None and not constrain_tools:
+        return None
+    try:
+        compiler = extras_for(loaded).compiler()
+    except ValueError as exc:  # e.g. a slow (Python) tokenizer llguidance cannot read
+        if format_spec is not None:
+            raise BadRequest(f"structured outputs are not supported by this model: {exc}") from None
+        log.warning("tool calls are parsed but not constrained: %s", exc)
+        return None
+    return request_grammar(compiler, plan, format_spec, job.tools, constrain_tools=constrain_tools)
+
+
 async def generate(
     settings: Settings, runner: Any, stored: StoredModel, job: PromptJob, opts: GenerationOptions, format_spec: Any = None
 ) -> AsyncIterator[Event | BuiltPrompt]:
@@ -97,9 +128,8 @@ async def generate(
     built, model_inputs = await asyncio.to_thread(prepare, loaded, stored, job, opts)
     yield built
     grammar = None
-    if format_spec is not None:
-        compiler = await asyncio.to_thread(extras_for(loaded).compiler)
-        grammar = await asyncio.to_thread(compiler.new_state, format_spec)
+    if format_spec is not None or job.tools:
+        grammar = await asyncio.to_thread(_grammar, loaded, built, job, opts, format_spec)
     worker = runner.worker
     if worker.active >= worker.max_rows + settings.max_queue:
         raise ServerBusy()

@@ -3,9 +3,10 @@
 Three objects, one per lifetime:
 
 * :class:`GrammarCompiler` — one per loaded model. Wraps the model's tokenizer for llguidance (about 0.5 s,
-  so built once) and compiles :class:`~ollama_torch.engine.grammar_format.FormatSpec`\\ s into
-  :class:`CompiledGrammar`\\ s, kept in an LRU cache keyed by (whitespace style, schema text) so every
-  request with the same schema reuses one compiled grammar.
+  so built once) and compiles :class:`~ollama_torch.engine.grammar_format.FormatSpec`\\ s (and the Lark
+  grammars of ``grammar_lark``/``tool_grammar``: ``format`` after thinking, constrained tool calls) into
+  :class:`CompiledGrammar`\\ s, kept in an LRU cache keyed by (whitespace style, schema text) or the Lark
+  text, so every request with the same schema reuses one compiled grammar.
 * :class:`CompiledGrammar` — immutable; holds a ready llguidance matcher that each request deep-copies
   (microseconds, versus the grammar build).
 * :class:`GrammarState` — one per request: the parser position in the output so far.
@@ -30,7 +31,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -121,7 +122,8 @@ class GrammarCompiler:
         self.mask_words = (vocab_size + 31) // 32  # int32 words per bitmask row
         self.eos_token_ids: tuple[int, ...] = tuple(eos_ids)
         self.style = style
-        self._cache: OrderedDict[tuple[JsonStyle, str], CompiledGrammar] = OrderedDict()
+        self._cache: OrderedDict[tuple[JsonStyle | None, str], CompiledGrammar] = OrderedDict()
+        self._special_ids: tuple[int, ...] | None = None
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._hits = self._misses = 0
@@ -131,7 +133,28 @@ class GrammarCompiler:
 
     def compile(self, spec: FormatSpec, style: JsonStyle | None = None) -> CompiledGrammar:
         """The compiled grammar for ``spec`` (cached); :class:`BadRequest` if llguidance refuses it."""
-        key = (style or self.style, spec.enforced_text)
+        style = style or self.style
+
+        def build() -> str:
+            return build_grammar(spec.enforced_text, style, validate=False)
+
+        def refuse(message: str) -> Exception:
+            return BadRequest(translate_error(message, spec.enforced_text, spec.schema_text))
+
+        return self._compiled((style, spec.enforced_text), build, refuse, spec.kind, spec=spec, style=style)
+
+    def compile_lark(self, lark: str, label: str) -> CompiledGrammar:
+        """A compiled llguidance Lark grammar (cached by its text), e.g. from ``grammar_lark`` /
+        ``tool_grammar``; :class:`InternalError` if llguidance refuses it (those grammars are ours)."""
+
+        def refuse(message: str) -> Exception:
+            return InternalError(f"{label} grammar: {message.strip().splitlines()[0] if message.strip() else message}")
+
+        return self._compiled((None, lark), lambda: LLMatcher.grammar_from_lark(lark), refuse, label)
+
+    def _compiled(self, key: tuple[JsonStyle | None, str], build: Callable[[], str],
+                  refuse: Callable[[str], Exception], label: str, *, spec: FormatSpec | None = None,
+                  style: JsonStyle | None = None) -> CompiledGrammar:
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -139,19 +162,29 @@ class GrammarCompiler:
                 self._hits += 1
                 return hit
         start = time.perf_counter()
-        grammar = build_grammar(spec.enforced_text, key[0], validate=False)
+        try:
+            grammar = build()
+        except ValueError as exc:
+            raise refuse(str(exc)) from None
         template = LLMatcher(self.ll_tokenizer, grammar, log_level=0)
         if template.is_error():
-            raise BadRequest(translate_error(template.get_error(), spec.enforced_text, spec.schema_text))
+            raise refuse(template.get_error())
         for warning in template.get_grammar_warnings():
-            log.debug("grammar warning for %s: %s", spec.kind, warning)
-        compiled = CompiledGrammar(self, spec, key[0], template, time.perf_counter() - start)
+            log.debug("grammar warning for %s: %s", label, warning)
+        compiled = CompiledGrammar(self, spec, style, template, time.perf_counter() - start, label=label)
         with self._lock:
             self._misses += 1
             self._cache[key] = compiled
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return compiled
+
+    def special_ids(self) -> tuple[int, ...]:
+        """Ids of the tokenizer's special/added tokens (llguidance never matches them with text)."""
+        if self._special_ids is None:
+            tok = self.ll_tokenizer
+            self._special_ids = tuple(i for i in range(tok.vocab_size) if tok.is_special_token(i))
+        return self._special_ids
 
     def new_state(self, spec: FormatSpec, style: JsonStyle | None = None) -> GrammarState:
         """Shorthand for ``compile(spec, style).new_state()``."""
@@ -183,11 +216,12 @@ class GrammarCompiler:
 class CompiledGrammar:
     """A grammar ready for requests: immutable, shared; :meth:`new_state` starts one output."""
 
-    def __init__(self, compiler: GrammarCompiler, spec: FormatSpec, style: JsonStyle, template: LLMatcher,
-                 compile_seconds: float) -> None:
+    def __init__(self, compiler: GrammarCompiler, spec: FormatSpec | None, style: JsonStyle | None,
+                 template: LLMatcher, compile_seconds: float, *, label: str = "") -> None:
         self.compiler = compiler
-        self.spec = spec
+        self.spec = spec  # the ``format`` it enforces; None for a Lark grammar
         self.style = style
+        self.label = label or (spec.kind if spec is not None else "grammar")
         self.compile_seconds = compile_seconds
         self._template = template
 

@@ -22,9 +22,8 @@ from ..engine.prompt import BuiltPrompt, PromptJob
 from ..engine.requests import DoneEvent, ErrorEvent, TextEvent
 from ..errors import BadRequest, InternalError, ModelNotFound, NotFound, NotImplementedYet, OllamaError
 from ..names import ModelName
-from ..shaping import ResponseShaper, ThinkingParser
+from ..shaping import ResponseShaper, plan_response
 from ..store import StoredModel
-from ..tools import detect_tool_format
 from . import show as show_mod
 from .app import ENGINE, SETTINGS, STORE
 from .decode import Fields, read_json
@@ -98,24 +97,8 @@ def _options(request: web.Request, stored: StoredModel, fields: Fields) -> Gener
     return GenerationOptions(**{**opts.__dict__, "extra": extra})
 
 
-def _shaper(stored: StoredModel, built: BuiltPrompt, think: bool | str | None, tools: list[dict[str, Any]] | None) -> ResponseShaper:
-    thinking = None
-    if think:
-        open_tag, close_tag = "<think>", "</think>"
-        if built.go_template is not None:
-            from ..templates.inspect import thinking_tags
-
-            found = thinking_tags(built.go_template)
-            if found[0] and found[1]:
-                open_tag, close_tag = found
-        thinking = ThinkingParser(open_tag, close_tag, in_thinking=built.text.rstrip().endswith(open_tag))
-    tool_format = None
-    names: list[str] = []
-    if tools:
-        template = built.go_template.raw if built.go_template is not None else (built.jinja_template or "")
-        tool_format = detect_tool_format(template, go_template=built.go_template is not None)
-        names = [str(t.get("function", {}).get("name", "")) for t in tools if isinstance(t, dict)]
-    return ResponseShaper(thinking=thinking, tool_format=tool_format, tool_names=names)
+def _shaper(built: BuiltPrompt, think: bool | str | None, tools: list[dict[str, Any]] | None) -> ResponseShaper:
+    return ResponseShaper.from_plan(plan_response(built, think, tools))
 
 
 def _metrics(done: DoneEvent, started: float, load_seconds: float) -> dict[str, int]:
@@ -144,7 +127,7 @@ async def _run(
                 yield "prompt", event
                 if debug_render:
                     return
-                shaper = _shaper(stored, event, job.think, job.tools)
+                shaper = _shaper(event, job.think, job.tools)
             elif isinstance(event, TextEvent):
                 assert shaper is not None
                 for shaped in shaper.add(event.text):

@@ -90,7 +90,8 @@ class ToolCallParser:
     """Incremental tool-call parser for one response; see the module docstring.
 
     ``add(text)`` returns ``(content, calls)`` for the chunk; ``finish()`` returns what was held back.
-    ``id_factory`` makes call ids (tests pass a deterministic one).
+    ``id_factory`` makes call ids (tests pass a deterministic one). ``in_call``: the prompt ended with the
+    tool-call tag, so the output starts inside a tool-call block (as the thinking parser's ``in_thinking``).
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class ToolCallParser:
         *,
         strict: bool = False,
         id_factory: Callable[[], str] = new_call_id,
+        in_call: bool = False,
     ) -> None:
         self.format = fmt
         self._names = list(dict.fromkeys(n for n in tool_names if n))
@@ -124,6 +126,8 @@ class ToolCallParser:
         self._finished = False
         self._content: list[str] = []
         self._calls: list[ToolCall] = []
+        if in_call and self._names:  # the prompt ended with the tag: the output starts inside a block
+            self._open_block(0, bare=False)
 
     @property
     def tag(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from ollama_torch.engine.threads import ThreadTuner
@@ -34,7 +36,7 @@ def test_losing_probes_back_off() -> None:
     try:
         tuner = ThreadTuner(max_threads=2, window=4, hold=16, max_hold=1024)
         seen = drive(tuner, {2: 0.02, 1: 0.2}, 2000)
-        probes = sum(1 for a, b in zip(seen, seen[1:]) if a == 2 and b == 1)
+        probes = sum(1 for a, b in itertools.pairwise(seen) if a == 2 and b == 1)
         assert tuner.current == 2 and probes <= 8  # backed off exponentially, not every 16 steps
     finally:
         torch.set_num_threads(before)

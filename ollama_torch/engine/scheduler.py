@@ -75,7 +75,7 @@ class Scheduler:
                 runner = self.runners.get(key)
                 if runner is not None and not runner.unloading:
                     self._use(runner, stored, keep_alive)
-                    return runner, 0.0
+                    return runner, time.perf_counter() - started  # tiny but real, as Ollama reports it
                 if key in self._loading:
                     await self._load(key, stored)
                     continue

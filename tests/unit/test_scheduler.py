@@ -84,7 +84,7 @@ def test_loaded_model_is_reused_and_shared_by_weights(harness: Harness) -> None:
         harness.scheduler.release(r1)
         r2, load2 = await harness.scheduler.acquire(b, None)
         harness.scheduler.release(r2)
-        assert r1 is r2 and load1 > 0 and load2 == 0
+        assert r1 is r2 and 0 < load2 < load1
         assert harness.loads == ["a"]
 
     run(go())
@@ -172,7 +172,7 @@ def test_load_finishes_and_registers_when_the_requester_left(harness: Harness) -
         runner = next(iter(harness.scheduler.runners.values()))
         assert runner.refs == 0 and runner.timer is not None  # idle: it will expire after keep-alive
         again, load = await harness.scheduler.acquire(a, None)
-        assert again is runner and load == 0 and again.timer is None
+        assert again is runner and load < 0.05 and again.timer is None
 
     run(go())
 

@@ -249,6 +249,8 @@ def verify_quantized(model_dir: Path, scheme: QuantScheme, device: str | None = 
                 raise ValueError("quantized weights loaded as plain Linear layers")
         start = config.bos_token_id if isinstance(config.bos_token_id, int) else 1
         with torch.inference_mode():
-            logits = model(torch.tensor([[start]], device=model.device)).logits  # logits: [1, 1, V]
-    if not torch.isfinite(logits.float()).all():
-        raise ValueError("the quantized model's logits are not finite")
+            out = model(torch.tensor([[start]], device=model.device))
+    # A causal LM gives logits [1, 1, V]; an encoder (embedding model) gives hidden states [1, 1, H].
+    result = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+    if not torch.isfinite(result.float()).all():
+        raise ValueError("the quantized model's outputs are not finite")

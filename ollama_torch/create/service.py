@@ -283,11 +283,22 @@ def _check_template(template: str) -> None:
 
 
 def _check_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
-    """Parameters are stored as given (Ollama's CLI typed them); values must be JSON scalars or lists."""
+    """Parameters become the model's option defaults, so a known option must have its type now (a value
+    every later request would trip over is refused here); unknown names are kept, as Ollama's API does,
+    and ignored with a warning when the model runs."""
+    from ..options_schema import OPTIONS, coerce_option
+
+    checked: dict[str, Any] = {}
     for key, value in parameters.items():
-        if isinstance(value, dict):
+        if key in OPTIONS and value is not None:
+            try:
+                value = coerce_option(key, value)
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
+        elif isinstance(value, dict):
             raise BadRequest(f"invalid value for parameter {key!r}")
-    return dict(parameters)
+        checked[key] = value
+    return checked
 
 
 def _merge_parameters(store: ModelStore, existing: list[Layer], parameters: dict[str, Any]) -> dict[str, Any]:

@@ -81,6 +81,10 @@ def prepare(loaded: Any, stored: StoredModel, job: PromptJob, opts: GenerationOp
     template = getattr(loaded.tokenizer, "chat_template", None)
     if loaded.processor is not None:
         template = getattr(loaded.processor, "chat_template", None) or template
+    vocab = loaded.vocab_size
+    bad = next((t for t in job.context if not 0 <= t < vocab), None)
+    if bad is not None:
+        raise BadRequest(f"invalid context: token id {bad} is outside the model's vocabulary (0..{vocab - 1})")
     built = build_prompt(loaded.tokenizer, template, stored, job, num_ctx=opts.num_ctx, num_keep=opts.num_keep, fim=extras.fim)
     model_inputs: dict[str, Any] = {}
     if built.images:

@@ -120,7 +120,10 @@ def parse_format(value: object) -> FormatSpec | None:
     if not isinstance(value, dict):
         raw = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         raise BadRequest(f'invalid format: {go_quote(raw)}; expected "json" or a valid JSON Schema object')
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # 1e400 reads as inf: not a number JSON (or a schema) can hold
+        raise BadRequest("invalid JSON schema in format: a number in it is out of range") from None
     return _validated_spec(text)
 
 

@@ -88,6 +88,9 @@ def _check(opts: dict[str, Any]) -> None:
         ("num_predict", lambda v: v >= -2, "-2, -1 or a non-negative int"),
         ("repeat_last_n", lambda v: v >= -1, "-1, 0 or a positive int"),
         ("num_keep", lambda v: v >= -1, "-1 or a non-negative int"),
+        ("seed", lambda v: -(2**63) <= v < 2**63, "a 64-bit int"),
+        ("presence_penalty", math.isfinite, "a finite number"),
+        ("frequency_penalty", math.isfinite, "a finite number"),
     )
     for name, ok, expected in checks:
         value = opts.get(name)

@@ -80,11 +80,20 @@ class Sampler:
         if opts.has_penalties:
             logits = logits.clone()
             apply_penalties(logits, history[-opts.penalty_window :], opts)
+            _keep_finite(logits)  # extreme penalties (1e-40, -1e38) must not turn into inf/NaN
         if opts.greedy:
             return int(torch.argmax(logits).item())
         values, ids = filter_candidates(logits, opts)
         if values.numel() == 1:
             return int(ids[0].item())
-        probs = torch.softmax(values / opts.temperature, dim=-1)
+        scaled = values / opts.temperature
+        if not bool(torch.isfinite(scaled[0])):  # a temperature so small it overflows: the limit is greedy
+            return int(ids[0].item())
+        probs = torch.softmax(_keep_finite(scaled), dim=-1)
         choice = torch.multinomial(probs, 1, generator=self.generator)
         return int(ids[choice].item())
+
+
+def _keep_finite(values: torch.Tensor) -> torch.Tensor:
+    """In place: NaN and -inf become -inf (never chosen), +inf the largest float (chosen like a maximum)."""
+    return torch.nan_to_num_(values, nan=float("-inf"), posinf=torch.finfo(values.dtype).max, neginf=float("-inf"))

@@ -117,7 +117,12 @@ class ModelWorker:
             if item is None:
                 self._closed = True
                 return
-            self.waiting.append(self._new_seq(item))
+            try:
+                self.waiting.append(self._new_seq(item))
+            except Exception as exc:  # a request that cannot even start fails alone
+                log.exception("request rejected by the worker")
+                item.emit(ErrorEvent(exc))
+                self._release_request()
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:
@@ -323,6 +328,9 @@ class ModelWorker:
         self._release(seq)
 
     def _release(self, seq: _Seq) -> None:
+        self._release_request()
+
+    def _release_request(self) -> None:
         with self._lock:
             self.active -= 1
 

@@ -6,20 +6,20 @@ inject a scripted engine for HTTP edge cases while end-to-end tests run the real
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import ipaddress
-import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import Forbidden, OllamaError
+from ..errors import Forbidden, InternalError, OllamaError
 from ..settings import Settings
 from ..store import ModelStore
 from .engine_api import EngineService
-from .streaming import error_response, json_response
+from .streaming import error_response
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.Response(status=404, text="404 page not found", content_type="text/plain")
     except web.HTTPException:
         raise
-    except json.JSONDecodeError as exc:
-        return json_response({"error": str(exc)}, status=400)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as exc:  # a bug: still answer JSON (never aiohttp's text/plain 500), and log it
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(InternalError(f"internal error: {type(exc).__name__}: {exc}"))
 
 
 def _origin_allowed(origin: str, patterns: tuple[str, ...]) -> bool:

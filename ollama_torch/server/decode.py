@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -42,14 +43,41 @@ def parse_body(body: bytes, struct: str) -> Fields:
     if not body.strip():
         raise BadRequest("missing request body")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise BadRequest("invalid character in request body") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(_json_syntax_message(body, exc)) from None
+    except _NotJSON as exc:
+        raise BadRequest(f"invalid character '{exc.args[0][0]}' looking for beginning of value") from None
+    data = _replace_lone_surrogates(data)
     if not isinstance(data, dict):
         raise BadRequest(f"json: cannot unmarshal {json_kind(data)} into Go value of type api.{struct}")
     return Fields(data, struct)
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    """``NaN``/``Infinity`` are not JSON (Python's decoder accepts them; Go's does not)."""
+    raise _NotJSON(name)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    """A ``\\ud800`` escape with no partner is valid JSON that decodes to no character: Go turns it into
+    U+FFFD, and so do we, so such text never reaches an encoder that would raise on it."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _json_syntax_message(body: bytes, exc: json.JSONDecodeError) -> str:

@@ -208,7 +208,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
                 final.update(metrics)
                 yield final
 
-    return await respond(request, events(), stream=stream, fold=_fold_generate)
+    return await respond(request, events(), stream=stream, fold=_fold_generate, charset="utf-8")
 
 
 def _fold_generate(chunks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -229,9 +229,11 @@ def _messages(fields: Fields) -> list[dict[str, Any]]:
         if not isinstance(m, dict):
             raise BadRequest("json: cannot unmarshal messages: each message must be an object")
         msg = {k: v for k, v in m.items() if v is not None}
+        for key in ("role", "content", "thinking", "tool_name", "tool_call_id"):
+            if key in msg and not isinstance(msg[key], str):
+                kind = "number" if isinstance(msg[key], (int, float)) and not isinstance(msg[key], bool) else type(msg[key]).__name__
+                raise BadRequest(f"json: cannot unmarshal {kind} into Go struct field ChatRequest.messages.{key} of type string")
         msg["role"] = str(m.get("role", "")).lower()
-        if not isinstance(msg.get("content", ""), str):
-            raise BadRequest(f"json: cannot unmarshal {type(m['content']).__name__} into Go struct field ChatRequest.messages.content of type string")
         msg.setdefault("content", "")
         if "images" in msg:
             msg["images"] = _images(msg["images"] if isinstance(msg["images"], list) else [msg["images"]], f"ChatRequest.messages[{i}].images")
@@ -295,7 +297,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 yield {"model": model_text, "created_at": now_rfc3339(), "message": dict(empty), "done": True,
                        "done_reason": done.reason, **metrics}
 
-    return await respond(request, events(), stream=stream, fold=_fold_chat)
+    return await respond(request, events(), stream=stream, fold=_fold_chat, charset="utf-8")
 
 
 def _fold_chat(chunks: list[dict[str, Any]]) -> dict[str, Any]:

@@ -139,9 +139,9 @@ async def create_blob(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_route("GET", "/", root)
-    app.router.add_route("GET", "/api/version", version)
-    app.router.add_route("GET", "/api/tags", tags)
+    app.router.add_get("/", root)  # add_get answers HEAD too (Ollama's Go client heartbeat is HEAD /)
+    app.router.add_get("/api/version", version)
+    app.router.add_get("/api/tags", tags)
     app.router.add_route("POST", "/api/show", show)
     app.router.add_route("POST", "/api/copy", copy)
     app.router.add_route("DELETE", "/api/delete", delete)

@@ -61,7 +61,9 @@ def generated_ids(context: list[int], prompt_len: int) -> list[int]:
 
 
 def test_streaming_chunks_and_final_metrics(client: ollama.Client, smollm2: str, http: httpx.Client) -> None:
-    parts = list(client.generate(model=smollm2, prompt="Why is the sky blue?", options={**GREEDY, "num_predict": 16}, stream=True))
+    # A prompt no other test sends: a cached prefix would (rightly) shrink prompt_eval_count.
+    prompt = "Why is the sky blue? Answer for a curious child named Zebulon."
+    parts = list(client.generate(model=smollm2, prompt=prompt, options={**GREEDY, "num_predict": 16}, stream=True))
     assert len(parts) > 2 and all(not p.done for p in parts[:-1])
     final = parts[-1]
     assert final.done and final.done_reason == "length" and final.eval_count == 16

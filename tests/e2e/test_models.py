@@ -127,7 +127,7 @@ def test_case_insensitive_names(client: ollama.Client, smollm2: str) -> None:
         (lambda c: c.copy("nope", "x"), 404, 'model "nope" not found'),
         (lambda c: c.create(model="x"), 400, "neither 'from' or 'files' was specified"),
         (lambda c: c.create(model="bad name!", from_="smollm2:135m"), 400, "invalid model name"),
-        (lambda c: c.create(model="x", from_="smollm2:135m", quantize="q4_K_M"), 400, "not supported yet"),
+        (lambda c: c.create(model="x", from_="smollm2:135m", quantize="q4_K_M"), 400, "quantization is only supported for F16, BF16 and F32 models"),
         (lambda c: c.create(model="x", from_="smollm2:135m", template="{{ .Prompt "), 400, "template error"),
         (lambda c: c.delete("a/b/c/d/e"), 400, 'name "a/b/c/d/e" is invalid'),
         (lambda c: c.copy("smollm2:135m", "-bad"), 400, 'destination "-bad" is invalid'),

@@ -129,7 +129,9 @@ def _iso(t: datetime) -> str:
     return t.isoformat()
 
 
-NOW = datetime.now(timezone.utc)
+def _now() -> datetime:
+    """Taken when the test runs (not at import): relative times like "4 minutes ago" depend on it."""
+    return datetime.now(timezone.utc)
 
 # -- create -----------------------------------------------------------------------------------------
 
@@ -311,11 +313,12 @@ def test_create_blob_digest_mismatch(fake: FakeOllama, tmp_path: Path) -> None:
 
 
 def test_list(fake: FakeOllama, capsys: pytest.CaptureFixture[str]) -> None:
+    now = _now()
     models = [
         {"name": "smollm2:latest", "model": "smollm2:latest", "size": 98_123_456, "digest": "0a8c266910232fd3291e71e5ba1e058c",
-         "modified_at": _iso(NOW - timedelta(days=15))},
+         "modified_at": _iso(now - timedelta(days=15))},
         {"name": "all-minilm:latest", "model": "all-minilm:latest", "size": 45_960_996, "digest": "1b226e2802dbfe12",
-         "modified_at": _iso(NOW - timedelta(minutes=4, seconds=5))},
+         "modified_at": _iso(now - timedelta(minutes=4, seconds=5))},
     ]  # fmt: skip
     fake.routes["GET", "/api/tags"] = lambda req: (200, {"models": models})
 
@@ -336,13 +339,14 @@ def test_list_empty(fake: FakeOllama, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_ps(fake: FakeOllama, capsys: pytest.CaptureFixture[str]) -> None:
+    now = _now()
     models = [
         {"name": "smollm2:latest", "size": 400_000_000, "size_vram": 0, "digest": "abcdef0123456789",
-         "expires_at": _iso(NOW + timedelta(minutes=4, seconds=30)), "context_length": 4096},
+         "expires_at": _iso(now + timedelta(minutes=4, seconds=30)), "context_length": 4096},
         {"name": "big:latest", "size": 1000, "size_vram": 250, "digest": "0123456789abcdef",
-         "expires_at": _iso(NOW - timedelta(seconds=5)), "context_length": 8192},
+         "expires_at": _iso(now - timedelta(seconds=5)), "context_length": 8192},
         {"name": "gpu:latest", "size": 1000, "size_vram": 1000, "digest": "fedcba9876543210",
-         "expires_at": _iso(NOW + timedelta(days=365 * 300)), "context_length": 2048},
+         "expires_at": _iso(now + timedelta(days=365 * 300)), "context_length": 2048},
     ]  # fmt: skip
     fake.routes["GET", "/api/ps"] = lambda req: (200, {"models": models})
     rc, out, _ = run_cli(capsys, "ps")

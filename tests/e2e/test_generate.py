@@ -61,7 +61,6 @@ def generated_ids(context: list[int], prompt_len: int) -> list[int]:
 
 
 def test_streaming_chunks_and_final_metrics(client: ollama.Client, smollm2: str, http: httpx.Client) -> None:
-    # A prompt no other test sends: a cached prefix would (rightly) shrink prompt_eval_count.
     prompt = "Why is the sky blue? Answer for a curious child named Zebulon."
     parts = list(client.generate(model=smollm2, prompt=prompt, options={**GREEDY, "num_predict": 16}, stream=True))
     assert len(parts) > 2 and all(not p.done for p in parts[:-1])
@@ -69,8 +68,10 @@ def test_streaming_chunks_and_final_metrics(client: ollama.Client, smollm2: str,
     assert final.done and final.done_reason == "length" and final.eval_count == 16
     for field in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"):
         assert isinstance(getattr(final, field), int) and getattr(final, field) > 0, field
-    assert final.prompt_eval_count and final.prompt_eval_count > 10
-    assert final.context and len(final.context) == final.prompt_eval_count + 16
+    # Tokens shared with earlier prompts (the default system prompt) come from the prefix cache and are not
+    # counted as evaluated, as in Ollama; the rest of the prompt is.
+    assert final.context and len(final.context) - 16 > 20
+    assert final.prompt_eval_count and 5 < final.prompt_eval_count <= len(final.context) - 16
     text = "".join(p.response for p in parts)
     assert len(text.split()) >= 8 and text.isprintable()
     ps = http.get("/api/ps").json()["models"]

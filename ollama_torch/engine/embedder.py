@@ -16,7 +16,6 @@ import asyncio
 import inspect
 import logging
 import queue
-import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import torch
 from ..errors import BadRequest, InternalError
 from .loader import LoadedModel
 from .pooling import SentencePipeline, read_pipeline
+from .threads import OnDemandThread
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,10 @@ def plan_chunks(lengths: Sequence[int], *, max_batch_size: int, max_batch_tokens
     return chunks[::-1]
 
 
+def _no_grad() -> None:
+    torch.set_grad_enabled(False)
+
+
 class Embedder:
     def __init__(self, loaded: LoadedModel, *, max_batch_size: int = 64, max_batch_tokens: int = 16384) -> None:
         self.loaded = loaded
@@ -116,10 +120,13 @@ class Embedder:
         # Decoders get positions counted from each row's first real token, so a left-padded row is
         # computed exactly as it would be alone (absolute-position encoders are right-padded instead).
         self._pass_positions = self.decoder and "position_ids" in params
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._queue: queue.Queue[_Job] = queue.Queue()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"embedder-{loaded.name}", daemon=True)
-        self._thread.start()
+        # The thread exists only while there is work (see OnDemandThread: an idle thread that has run torch
+        # work slows every other thread's parallel regions).
+        self._thread = OnDemandThread(
+            f"embedder-{loaded.name}", self._tick, lambda: not self._queue.empty(), on_start=_no_grad
+        )
         log.info(
             "embedder for %s: pooling %s%s%s (%s), max %d tokens",
             loaded.name,
@@ -149,6 +156,7 @@ class Embedder:
         if self._closed:
             raise InternalError("the embedding model was unloaded")
         self._queue.put(_Job(list(texts), truncate, num_ctx, future))
+        self._thread.wake()
         return future
 
     async def embed(self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int = 0) -> EmbedResult:
@@ -162,41 +170,36 @@ class Embedder:
     def close(self) -> None:
         """Finish the batch in flight, fail what is still queued, and join the thread."""
         self._closed = True
-        self._queue.put(None)
-        if self._thread is not threading.current_thread():
-            self._thread.join()
+        self._thread.stop()
         while True:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job is not None and job.future.set_running_or_notify_cancel():
+            if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(InternalError("the embedding model was unloaded"))
 
     # -- the thread ----------------------------------------------------------------------------------
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            jobs = [first]
-            while True:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                jobs.append(nxt)
+    def _tick(self) -> bool:
+        """Embed everything waiting as one batch; ``False`` when nothing came within a short wait."""
+        try:
+            first = self._queue.get(timeout=0.25)
+        except queue.Empty:
+            return False
+        jobs = [first]
+        while True:
             try:
-                self._process(jobs)
-            except BaseException as exc:  # never leave a caller waiting on a dead thread
-                log.exception("embedding batch failed")
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc if isinstance(exc, Exception) else InternalError(str(exc)))
+                jobs.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        try:
+            self._process(jobs)
+        except BaseException as exc:  # never leave a caller waiting on a failed batch
+            log.exception("embedding batch failed")
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc if isinstance(exc, Exception) else InternalError(str(exc)))
+        return True
 
     def _process(self, jobs: list[_Job]) -> None:
         ready: list[tuple[_Job, list[list[int]]]] = []

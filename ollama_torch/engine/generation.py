@@ -19,6 +19,7 @@ from ..store import StoredModel
 from .options import GenerationOptions
 from .prompt import BuiltPrompt, PromptJob, build_prompt
 from .requests import DoneEvent, ErrorEvent, Event, GenerationRequest
+from .threads import in_fresh_thread
 
 log = logging.getLogger(__name__)
 _IMG_TAG = re.compile(r"\[img-\d+\]")
@@ -129,11 +130,11 @@ async def generate(
 ) -> AsyncIterator[Event | BuiltPrompt]:
     """Yields the built prompt first (for debug/metrics), then the worker's events until done."""
     loaded = runner.loaded
-    built, model_inputs = await asyncio.to_thread(prepare, loaded, stored, job, opts)
+    built, model_inputs = await in_fresh_thread(prepare, loaded, stored, job, opts)
     yield built
     grammar = None
     if format_spec is not None or job.tools:
-        grammar = await asyncio.to_thread(_grammar, loaded, built, job, opts, format_spec)
+        grammar = await in_fresh_thread(_grammar, loaded, built, job, opts, format_spec)
     worker = runner.worker
     if worker.active >= worker.max_rows + settings.max_queue:
         raise ServerBusy()

@@ -23,6 +23,7 @@ from ..errors import ServerBusy
 from ..names import ModelName
 from ..settings import Settings
 from ..store import ModelStore, StoredModel
+from .threads import in_fresh_thread
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class Scheduler:
         has gone away meanwhile (it then expires after the default keep-alive, like any idle runner)."""
         task = self._loading.get(key)
         if task is None:
-            task = asyncio.ensure_future(asyncio.to_thread(self._load_sync, key, stored))
+            task = asyncio.ensure_future(in_fresh_thread(self._load_sync, key, stored))
             self._loading[key] = task
             task.add_done_callback(lambda t: self._loaded(key, t))
         return await asyncio.shield(task)

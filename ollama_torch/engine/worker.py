@@ -28,7 +28,7 @@ from .prefix_cache import PrefixCache
 from .requests import DoneEvent, ErrorEvent, GenerationRequest, TextEvent
 from .sampling import Sampler
 from .text import Detokenizer, StopMatcher
-from .threads import ThreadTuner
+from .threads import OnDemandThread, ThreadTuner
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class ModelWorker:
             from .packed import pack_linears
 
             loaded.size_bytes += pack_linears(loaded.model, self.max_rows)
-        self.inbox: queue.SimpleQueue[GenerationRequest | None] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[GenerationRequest] = queue.SimpleQueue()
         self.waiting: deque[_Seq] = deque()
         self.rows: list[_Seq] = []
         self.admitting: list[_Seq] = []
@@ -71,19 +71,20 @@ class ModelWorker:
         self.threads = ThreadTuner(enabled=loaded.device.type == "cpu")
         self.active = 0  # requests submitted and not finished (read from other threads)
         self._lock = threading.Lock()
-        self.thread = threading.Thread(target=self._run, name=f"worker-{loaded.name}", daemon=True)
-        self.thread.start()
+        self.thread = OnDemandThread(f"worker-{loaded.name}", self._tick, lambda: not self.inbox.empty(), on_start=self._on_start)
 
     # -- public, any thread ------------------------------------------------------------------------------
     def submit(self, req: GenerationRequest) -> None:
         with self._lock:
             self.active += 1
         self.inbox.put(req)
+        self.thread.wake()
 
     def close(self) -> None:
         self._closed = True
-        self.inbox.put(None)
-        self.thread.join(timeout=30)
+        self.thread.stop()
+        self._drain_inbox(block=False)  # anything queued after the thread stopped fails below
+        self._fail_all(InternalError("model unloaded"))
 
     @property
     def running(self) -> int:
@@ -93,30 +94,29 @@ class ModelWorker:
         cache = self.cache
         return cache.bytes() if cache is not None else 0
 
-    # -- the loop -------------------------------------------------------------------------------------------
-    def _run(self) -> None:
+    # -- the loop (on the worker's own thread, see OnDemandThread) -----------------------------------------
+    def _on_start(self) -> None:
         torch.set_grad_enabled(False)
-        while not self._closed:
-            self._drain_inbox(block=not self.rows and not self.waiting)
-            if self._closed:
-                break
-            try:
-                with torch.inference_mode():
-                    self.step()
-            except Exception as exc:  # a failed forward must not wedge the worker: fail the batch, go on
-                log.exception("step failed")
-                self._fail_all(exc)
-        self._fail_all(InternalError("model unloaded"))
+        self.threads.apply()
+
+    def _tick(self) -> bool:
+        self._drain_inbox(block=not self.rows and not self.waiting)
+        if self._closed or not (self.rows or self.waiting):
+            return False
+        try:
+            with torch.inference_mode():
+                self.step()
+        except Exception as exc:  # a failed forward must not wedge the worker: fail the batch, go on
+            log.exception("step failed")
+            self._fail_all(exc)
+        return True
 
     def _drain_inbox(self, block: bool) -> None:
         try:
-            item = self.inbox.get(timeout=0.5) if block else self.inbox.get_nowait()
+            item = self.inbox.get(timeout=0.25) if block else self.inbox.get_nowait()
         except queue.Empty:
             return
         while True:
-            if item is None:
-                self._closed = True
-                return
             try:
                 self.waiting.append(self._new_seq(item))
             except Exception as exc:  # a request that cannot even start fails alone

@@ -51,3 +51,36 @@ def test_batch_change_restarts_measurement() -> None:
         assert tuner.current == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_on_demand_thread_exits_when_idle_and_restarts() -> None:
+    import queue
+    import time
+
+    from ollama_torch.engine.threads import OnDemandThread
+
+    work: queue.SimpleQueue[int] = queue.SimpleQueue()
+    done: list[int] = []
+
+    def tick() -> bool:
+        try:
+            done.append(work.get(timeout=0.01))
+        except queue.Empty:
+            return False
+        return True
+
+    t = OnDemandThread("test-worker", tick, lambda: not work.empty(), idle_exit=0.05)
+    assert not t.running
+    for round_ in range(3):
+        for i in range(5):
+            work.put(round_ * 10 + i)
+            t.wake()
+        deadline = time.monotonic() + 5
+        while (t.running or len(done) < 5 * (round_ + 1)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not t.running  # idle: the thread (and its OpenMP team) is gone
+    assert sorted(done) == [r * 10 + i for r in range(3) for i in range(5)]
+    work.put(99)
+    t.wake()
+    t.stop()
+    assert not t.running

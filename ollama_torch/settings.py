@@ -151,7 +151,6 @@ class Settings:
     load_timeout: float = 300.0
     device: str = ""  # OLLAMA_TORCH_DEVICE: "cuda", "cuda:1", "cpu"; "" = CUDA when present
     dtype: str = ""  # OLLAMA_TORCH_DTYPE: "float32", "bfloat16", "float16"; "" = device default
-    compile: bool = False  # OLLAMA_TORCH_COMPILE: torch.compile the decode step
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -190,7 +189,6 @@ class Settings:
             load_timeout=load_timeout,
             device=_var(env, "OLLAMA_TORCH_DEVICE"),
             dtype=_var(env, "OLLAMA_TORCH_DTYPE"),
-            compile=_bool(env, "OLLAMA_TORCH_COMPILE"),
         )
 
     @property

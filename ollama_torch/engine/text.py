@@ -59,14 +59,33 @@ class StopMatcher:
         if not self.stops:
             return text
         buf = self.pending + text
-        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            self.stopped = True
-            self.pending = ""
-            return buf[: min(hits)]
+        hit = self._first_hit(buf)
+        if hit is not None:
+            # A stop that starts earlier may still be completing ("<><" in "<<>" with stops ">" and "<><"):
+            # the earliest complete stop in the whole text wins, however the text was split into tokens.
+            earlier = self._earliest_partial(buf, hit)
+            if earlier is None:
+                self.stopped = True
+                self.pending = ""
+                return buf[:hit]
+            self.pending = buf[earlier:]
+            return buf[:earlier]
         hold = self._partial_suffix(buf)
         self.pending = buf[len(buf) - hold :] if hold else ""
         return buf[: len(buf) - hold]
+
+    def _first_hit(self, buf: str) -> int | None:
+        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
+        return min(hits) if hits else None
+
+    def _earliest_partial(self, buf: str, before: int) -> int | None:
+        """The first position before ``before`` where the rest of ``buf`` is a proper prefix of a stop."""
+        longest = max(len(s) for s in self.stops)
+        for start in range(max(0, len(buf) - longest + 1), before):
+            tail = buf[start:]
+            if any(len(s) > len(tail) and s.startswith(tail) for s in self.stops):
+                return start
+        return None
 
     def _partial_suffix(self, buf: str) -> int:
         """Length of the longest tail of ``buf`` that is a proper prefix of a stop string."""
@@ -79,5 +98,10 @@ class StopMatcher:
         return best
 
     def flush(self) -> str:
+        """At the end of generation: what is held back, cut at a stop it holds (it may, behind a partial one)."""
         out, self.pending = ("" if self.stopped else self.pending), ""
+        hit = self._first_hit(out) if out else None
+        if hit is not None:
+            self.stopped = True
+            out = out[:hit]
         return out

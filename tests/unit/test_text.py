@@ -30,6 +30,8 @@ def test_table() -> None:
         (["ab", "b"], ["xa", "b"], ("x", True)),
         ([], ["a", "b"], ("ab", False)),
         (["END"], ["EN"], ("EN", False)),
+        ([">", "<><"], ["<<>", "<"], ("<", True)),  # an earlier stop still completing wins over a later complete one
+        ([">", "<><"], ["<<>"], ("<<", True)),  # ...and when it never completes, the later one still stops
     ]
     for stops, chunks, want in cases:
         assert run(stops, chunks) == want, (stops, chunks)

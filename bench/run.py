@@ -66,7 +66,9 @@ def main() -> int:
             proc = subprocess.run([sys.executable, str(path), "--out", out.name], cwd=ROOT)
             elapsed = time.perf_counter() - started
             body = Path(out.name).read_text() if proc.returncode == 0 else f"_failed with exit code {proc.returncode}_\n"
-        parts += [f"## {title}", "", body.strip(), "", f"<sub>{script}, {elapsed:.0f} s</sub>", ""]
+        body = body.strip()
+        heading = [] if body.startswith("## ") else [f"## {title}", ""]  # most scripts title their own section
+        parts += [*heading, body, "", f"<sub>{script}, {elapsed:.0f} s</sub>", ""]
         print(f"{key}: done in {elapsed:.0f} s", file=sys.stderr)
     args.out.write_text("\n".join(parts))
     print(f"wrote {args.out}", file=sys.stderr)

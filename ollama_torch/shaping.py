@@ -133,6 +133,7 @@ class Shaped:
     content: str = ""
     thinking: str = ""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    logprobs: list[dict[str, Any]] = field(default_factory=list)  # of the tokens behind this piece
 
 
 class ResponseShaper:

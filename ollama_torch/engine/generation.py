@@ -149,6 +149,8 @@ async def generate(
         emit=emit,
         grammar=grammar,
         model_inputs=model_inputs,
+        logprobs=job.logprobs,
+        top_logprobs=job.top_logprobs if job.logprobs else 0,
     )
     worker.submit(req)
     try:

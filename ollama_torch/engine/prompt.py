@@ -36,6 +36,8 @@ class PromptJob:
     tools: list[dict[str, Any]] | None = None
     think: Think = None
     truncate: bool = True
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass

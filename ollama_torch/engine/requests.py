@@ -14,6 +14,7 @@ from .options import GenerationOptions
 @dataclass
 class TextEvent:
     text: str
+    logprobs: list[dict[str, Any]] = field(default_factory=list)  # one entry per token behind ``text``
 
 
 @dataclass
@@ -41,5 +42,7 @@ class GenerationRequest:
     emit: Callable[[Event], None]  # called on the worker thread; must be thread-safe and cheap
     grammar: Any = None  # ollama_torch.engine.grammar.GrammarState, or None
     model_inputs: dict[str, Any] = field(default_factory=dict)  # e.g. pixel_values for vision prompts
+    logprobs: bool = False
+    top_logprobs: int = 0  # alternatives per token (0..20), with ``logprobs``
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted_at: float = field(default_factory=time.perf_counter)

@@ -24,6 +24,7 @@ import torch
 from ..errors import InternalError
 from .cache import BatchKVCache
 from .loader import LoadedModel
+from .logprobs import TokenBytes, token_logprobs
 from .prefix_cache import PrefixCache
 from .requests import DoneEvent, ErrorEvent, GenerationRequest, TextEvent
 from .sampling import Sampler
@@ -51,6 +52,7 @@ class _Seq:
     resumed: bool = False  # re-prefilled after a context shift
     done: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    logprobs: list[dict[str, Any]] = field(default_factory=list)  # entries of tokens whose text is not out yet
 
 
 class ModelWorker:
@@ -65,6 +67,7 @@ class ModelWorker:
         self.waiting: deque[_Seq] = deque()
         self.rows: list[_Seq] = []
         self.admitting: list[_Seq] = []
+        self.token_bytes: TokenBytes | None = None
         self.cache: BatchKVCache | None = None
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if loaded.batchable else None
         self._closed = False
@@ -250,6 +253,8 @@ class ModelWorker:
         vocab = self.loaded.vocab_size
         if logits.shape[-1] > vocab:  # padded embedding rows beyond the tokenizer are never sampled
             logits[:, vocab:] = float("-inf")
+        # logprobs are the model's own: taken before grammar masks, penalties and temperature
+        raw = {i: logits[i].clone() for i, s in enumerate(seqs) if s.req.logprobs}
         constrained = [(i, s.req.grammar) for i, s in enumerate(seqs) if s.req.grammar is not None]
         if constrained:
             from .grammar import apply_grammar_masks
@@ -260,7 +265,14 @@ class ModelWorker:
                 self._finish(seq, "length")
                 continue
             token = seq.sampler.sample(logits[i], seq.tokens)
+            if i in raw:
+                seq.logprobs.append(token_logprobs(raw[i], token, seq.req.top_logprobs, self._token_bytes()))
             self._accept(seq, token)
+
+    def _token_bytes(self) -> TokenBytes:
+        if self.token_bytes is None:
+            self.token_bytes = TokenBytes(self.loaded.tokenizer)
+        return self.token_bytes
 
     def _accept(self, seq: _Seq, token: int) -> None:
         seq.generated += 1
@@ -280,13 +292,20 @@ class ModelWorker:
         seq.tokens.append(token)
         text = seq.stops.push(seq.detok.push(token))
         if text:
-            seq.req.emit(TextEvent(text))
+            self._emit_text(seq, text)
         if seq.stops.stopped or (grammar is not None and grammar.is_finished()):
             self._finish(seq, "stop")
         elif seq.generated >= seq.req.options.max_new_tokens:
             self._finish(seq, "length")
         elif len(seq.tokens) >= seq.req.options.num_ctx:
             self._context_full(seq)
+
+    @staticmethod
+    def _emit_text(seq: _Seq, text: str) -> None:
+        """Text that is final, with the logprobs of the tokens that made it."""
+        event = TextEvent(text, seq.logprobs) if seq.logprobs else TextEvent(text)
+        seq.logprobs = []
+        seq.req.emit(event)
 
     def _context_full(self, seq: _Seq) -> None:
         """Ollama's context shift: keep ``num_keep`` tokens, drop half of the rest, continue."""
@@ -311,8 +330,10 @@ class ModelWorker:
             text = seq.stops.push(tail) if tail else ""
             if not seq.stops.stopped:
                 text += seq.stops.flush()
-            if text:
-                seq.req.emit(TextEvent(text))
+            if seq.stops.stopped:
+                seq.logprobs.clear()  # the tokens of the stop string (held back, never sent) are trimmed too
+            if text or seq.logprobs:
+                self._emit_text(seq, text)
             seq.req.emit(
                 DoneEvent(
                     reason=reason,

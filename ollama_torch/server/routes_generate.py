@@ -20,9 +20,9 @@ from ..engine.grammar_format import parse_format
 from ..engine.options import GenerationOptions, resolve_options
 from ..engine.prompt import BuiltPrompt, PromptJob
 from ..engine.requests import DoneEvent, ErrorEvent, TextEvent
-from ..errors import BadRequest, InternalError, ModelNotFound, NotFound, NotImplementedYet, OllamaError
+from ..errors import BadRequest, InternalError, ModelNotFound, NotFound, OllamaError
 from ..names import ModelName
-from ..shaping import ResponseShaper, plan_response
+from ..shaping import ResponseShaper, Shaped, plan_response
 from ..store import StoredModel
 from . import show as show_mod
 from .app import ENGINE, SETTINGS, STORE
@@ -58,12 +58,12 @@ def _images(values: list[Any], field: str) -> list[bytes]:
     return out
 
 
-def _common_checks(fields: Fields) -> None:
+def _logprobs(fields: Fields) -> tuple[bool, int]:
+    """``logprobs`` and ``top_logprobs`` (0..20; without ``logprobs`` it asks for nothing, as in Ollama)."""
     top = fields.int("top_logprobs")
     if not 0 <= top <= 20:
         raise BadRequest("top_logprobs must be between 0 and 20")
-    if fields.bool("logprobs") or top:
-        raise NotImplementedYet("logprobs are not supported yet")
+    return fields.bool("logprobs"), top
 
 
 def _model(request: web.Request, text: str) -> StoredModel:
@@ -130,7 +130,11 @@ async def _run(
                 shaper = _shaper(event, job.think, job.tools)
             elif isinstance(event, TextEvent):
                 assert shaper is not None
-                for shaped in shaper.add(event.text):
+                pieces = shaper.add(event.text)
+                if event.logprobs:  # with the first piece; alone when the text is held back (Ollama sends those too)
+                    pieces = pieces or [Shaped()]
+                    pieces[0].logprobs = event.logprobs
+                for shaped in pieces:
                     yield "shaped", shaped
             elif isinstance(event, DoneEvent):
                 assert shaper is not None
@@ -148,7 +152,7 @@ async def _run(
 async def generate(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     fields = await read_json(request, "GenerateRequest")
-    _common_checks(fields)
+    logprobs, top_logprobs = _logprobs(fields)
     model_text = fields.str("model")
     if not model_text:
         raise NotFound("model '' not found")
@@ -186,6 +190,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
     job = PromptJob(
         kind="generate", prompt=prompt, suffix=suffix, system=system, template=template, raw=raw,
         context=[int(t) for t in context], images=images, think=think, truncate=fields.bool("truncate", True),
+        logprobs=logprobs, top_logprobs=top_logprobs,
     )
     debug = fields.bool("_debug_render_only")
 
@@ -194,11 +199,13 @@ async def generate(request: web.Request) -> web.StreamResponse:
             if kind == "prompt" and debug:
                 yield {"model": name, "created_at": now_rfc3339(), "response": "", "done": True,
                        "_debug_info": {"rendered_template": value.text, "image_count": len(value.images)}}
-            elif kind == "shaped" and (value.content or value.thinking):
+            elif kind == "shaped" and (value.content or value.thinking or value.logprobs):
                 chunk: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "response": value.content}
                 if value.thinking:
                     chunk["thinking"] = value.thinking
                 chunk["done"] = False
+                if value.logprobs:
+                    chunk["logprobs"] = value.logprobs
                 yield chunk
             elif kind == "done":
                 done, metrics = value
@@ -219,7 +226,14 @@ def _fold_generate(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     thinking = "".join(c.get("thinking", "") for c in chunks)
     if thinking:
         final["thinking"] = thinking
+    _fold_logprobs(final, chunks)
     return final
+
+
+def _fold_logprobs(final: dict[str, Any], chunks: list[dict[str, Any]]) -> None:
+    logprobs = [entry for c in chunks for entry in c.get("logprobs", ())]
+    if logprobs:
+        final["logprobs"] = logprobs
 
 
 # -- /api/chat ---------------------------------------------------------------------------------------------
@@ -244,7 +258,7 @@ def _messages(fields: Fields) -> list[dict[str, Any]]:
 async def chat(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     fields = await read_json(request, "ChatRequest")
-    _common_checks(fields)
+    logprobs, top_logprobs = _logprobs(fields)
     model_text = fields.str("model")
     if not model_text:
         raise BadRequest("model is required")
@@ -272,7 +286,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
         runner, _ = await scheduler.acquire(stored, keep_alive)
         scheduler.release(runner)
         return json_response({"model": model_text, "created_at": now_rfc3339(), "message": empty, "done": True, "done_reason": "load"})
-    job = PromptJob(kind="chat", messages=messages, tools=tools, think=think, truncate=fields.bool("truncate", True))
+    job = PromptJob(
+        kind="chat", messages=messages, tools=tools, think=think, truncate=fields.bool("truncate", True),
+        logprobs=logprobs, top_logprobs=top_logprobs,
+    )
     debug = fields.bool("_debug_render_only")
 
     async def events() -> AsyncIterator[dict[str, Any]]:
@@ -290,8 +307,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
                         call["function"]["index"] = index
                         index += 1
                     message["tool_calls"] = value.tool_calls
-                if value.content or value.thinking or value.tool_calls:
-                    yield {"model": model_text, "created_at": now_rfc3339(), "message": message, "done": False}
+                if value.content or value.thinking or value.tool_calls or value.logprobs:
+                    chunk = {"model": model_text, "created_at": now_rfc3339(), "message": message, "done": False}
+                    if value.logprobs:
+                        chunk["logprobs"] = value.logprobs
+                    yield chunk
             elif kind == "done":
                 done, metrics = value
                 yield {"model": model_text, "created_at": now_rfc3339(), "message": dict(empty), "done": True,
@@ -312,6 +332,7 @@ def _fold_chat(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     if calls:
         message["tool_calls"] = calls
     final["message"] = message
+    _fold_logprobs(final, chunks)
     return final
 
 

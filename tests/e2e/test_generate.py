@@ -52,6 +52,16 @@ def reference(server: ServerProcess, smollm2: str, client: ollama.Client) -> Any
             out = model.generate(ids, max_new_tokens=n, do_sample=False)
         return [t for t in out[0][ids.shape[1] :].tolist() if t != tok.eos_token_id]
 
+    def logprobs(prompt: str, n: int) -> list[tuple[int, float]]:
+        """Greedy ids with the log-softmax of Transformers' own logits for each."""
+        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt")
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        with torch.inference_mode():
+            out = model.generate(ids, max_new_tokens=n, do_sample=False, output_logits=True, return_dict_in_generate=True)
+        new = out.sequences[0][ids.shape[1] :].tolist()
+        return [(t, float(torch.log_softmax(step[0].float(), -1)[t])) for t, step in zip(new, out.logits, strict=True)]
+
+    generate.logprobs = logprobs  # type: ignore[attr-defined]
     generate.prompt_ids = lambda p: list(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)["input_ids"])  # type: ignore[attr-defined]
     return generate
 
@@ -103,6 +113,50 @@ def test_greedy_matches_transformers_alone_and_in_a_batch(client: ollama.Client,
         results = list(pool.map(run, PROMPTS))
     for prompt, got in zip(PROMPTS, results, strict=True):
         assert got == expected[prompt], prompt
+
+
+def _logprob_text(entries: list[dict[str, Any]]) -> str:
+    return b"".join(bytes(e["bytes"]) for e in entries).decode()
+
+
+def test_logprobs_are_the_models_own(client: ollama.Client, smollm2: str, reference: Any, http: httpx.Client) -> None:
+    n = 10
+    expected = reference.logprobs(PROMPTS[0], n)
+    body = {"model": smollm2, "prompt": PROMPTS[0], "stream": False, "options": {**GREEDY, "num_predict": n}}
+    r = http.post("/api/generate", json={**body, "logprobs": True, "top_logprobs": 3}).json()
+    entries = r["logprobs"]
+    assert len(entries) == n  # one per generated token (Ollama's num-predict integration test)
+    assert _logprob_text(entries) == r["response"]  # exact bytes: they add up to the text
+    for entry, (token, logprob) in zip(entries, expected, strict=True):
+        assert abs(entry["logprob"] - logprob) < 1e-3, (entry, token)
+        top = entry["top_logprobs"]
+        assert len(top) == 3 and [t["logprob"] for t in top] == sorted((t["logprob"] for t in top), reverse=True)
+        assert top[0] == {k: entry[k] for k in ("token", "logprob", "bytes")}  # greedy picks the most likely
+    # the official client, streaming: the same entries, spread over the chunks; no alternatives unless asked
+    streamed = [e for part in client.generate(model=smollm2, prompt=PROMPTS[0], options={**GREEDY, "num_predict": n},
+                                              logprobs=True, stream=True) for e in (part.logprobs or [])]
+    assert [(e.token, round(e.logprob, 4)) for e in streamed] == [(e["token"], round(e["logprob"], 4)) for e in entries]
+    assert all(not e.top_logprobs for e in streamed)
+    assert "logprobs" not in http.post("/api/generate", json={**body, "options": {**GREEDY, "num_predict": 2}}).json()
+    only_top = http.post("/api/generate", json={**body, "top_logprobs": 2, "options": {**GREEDY, "num_predict": 2}}).json()
+    assert "logprobs" not in only_top  # as in Ollama, top_logprobs without logprobs asks for nothing
+
+
+def test_logprobs_trim_stop_strings_and_come_with_chat(client: ollama.Client, smollm2: str, http: httpx.Client) -> None:
+    full = client.generate(model=smollm2, prompt="Why is the sky blue?", options={**GREEDY, "num_predict": 30}).response
+    stop = " ".join(full.split()[4:6])
+    r = http.post("/api/generate", json={"model": smollm2, "prompt": "Why is the sky blue?", "stream": False, "logprobs": True,
+                                         "options": {**GREEDY, "num_predict": 30, "stop": [stop]}}).json()
+    text = _logprob_text(r["logprobs"])
+    assert r["done_reason"] == "stop" and stop not in text and text.startswith(r["response"]) and len(text) < len(full)
+    chat = http.post("/api/chat", json={"model": smollm2, "messages": [{"role": "user", "content": "Hi"}], "stream": False,
+                                        "logprobs": True, "top_logprobs": 1, "options": {**GREEDY, "num_predict": 8}}).json()
+    entries = chat["logprobs"]
+    assert len(entries) == chat["eval_count"] - (chat["done_reason"] == "stop")  # an end-of-sequence token has none
+    assert all(len(e["top_logprobs"]) == 1 for e in entries)
+    assert _logprob_text(entries) == chat["message"]["content"]
+    typed = client.chat(model=smollm2, messages=[{"role": "user", "content": "Hi"}], options={**GREEDY, "num_predict": 8}, logprobs=True)
+    assert [e.token for e in typed.logprobs] == [e["token"] for e in entries]
 
 
 def test_seeded_sampling_is_batch_independent(client: ollama.Client, smollm2: str) -> None:

@@ -40,6 +40,8 @@ def test_chat_max_tokens_is_length(oai: OpenAI, smollm2: str) -> None:
     done = oai.chat.completions.create(model=smollm2, messages=QUESTION, max_tokens=5, temperature=0)
     assert done.choices[0].finish_reason == "length"
     assert done.usage is not None and done.usage.completion_tokens == 5
+    newer = oai.chat.completions.create(model=smollm2, messages=QUESTION, max_completion_tokens=3, temperature=0)
+    assert newer.choices[0].finish_reason == "length" and newer.usage is not None and newer.usage.completion_tokens == 3
 
 
 def test_chat_stream_matches_non_stream(oai: OpenAI, smollm2: str) -> None:
@@ -90,6 +92,22 @@ def test_completions(oai: OpenAI, smollm2: str) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == done.usage.completion_tokens
 
 
+def test_logprobs(oai: OpenAI, smollm2: str) -> None:
+    chat = oai.chat.completions.create(model=smollm2, messages=QUESTION, max_tokens=6, temperature=0, logprobs=True, top_logprobs=2)
+    content = chat.choices[0].logprobs.content
+    assert len(content) == 6 and "".join(e.token for e in content) == chat.choices[0].message.content
+    assert all(len(e.top_logprobs) == 2 and e.top_logprobs[0].logprob == e.logprob <= 0 for e in content)
+    streamed = [e for c in oai.chat.completions.create(model=smollm2, messages=QUESTION, max_tokens=6, temperature=0,
+                                                       logprobs=True, stream=True)
+                if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [e.token for e in streamed] == [e.token for e in content]
+    done = oai.completions.create(model=smollm2, prompt="The capital of France is", max_tokens=5, temperature=0, logprobs=2)
+    lp = done.choices[0].logprobs
+    assert lp is not None and "".join(lp.tokens) == done.choices[0].text and len(lp.token_logprobs) == 5
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(5)]
+    assert all(len(top) == 2 and max(top.values()) == value for top, value in zip(lp.top_logprobs, lp.token_logprobs, strict=True))
+
+
 def test_models(oai: OpenAI, smollm2: str) -> None:
     listed = {m.id: m for m in oai.models.list()}
     assert smollm2 in listed and listed[smollm2].owned_by == "library" and listed[smollm2].object == "model"
@@ -114,9 +132,6 @@ def test_errors(oai: OpenAI, smollm2: str) -> None:
         oai.chat.completions.create(model=smollm2, messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
     assert "image URLs are not currently supported" in url.value.message
-    with pytest.raises(openai.BadRequestError) as logprobs:  # the native layer's honest 400, passed through
-        oai.chat.completions.create(model=smollm2, messages=QUESTION, logprobs=True, max_tokens=2)
-    assert "logprobs are not supported yet" in logprobs.value.message
 
 
 @pytest.fixture(scope="module")

@@ -289,7 +289,11 @@ def chat_request(fields: Fields) -> Translated:
     stop = _stop(fields.raw("stop"), strict=False)
     if stop is not None:
         options["stop"] = stop
+    # ``max_completion_tokens`` replaced ``max_tokens`` in OpenAI's chat API (newer SDKs send only it);
+    # Ollama reads just ``max_tokens``, which still wins when both are present.
     max_tokens = _opt_int(fields, "max_tokens")
+    if max_tokens is None:
+        max_tokens = _opt_int(fields, "max_completion_tokens")
     if max_tokens is not None:
         options["num_predict"] = max_tokens
     temperature = _opt_float(fields, "temperature")

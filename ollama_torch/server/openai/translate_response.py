@@ -209,8 +209,30 @@ class ChatStream:
 
 
 # -- completions --------------------------------------------------------------------------------------------
-def _completion_choice(native: dict[str, Any]) -> dict[str, Any]:
-    return {"text": native.get("response", ""), "index": 0, "finish_reason": native.get("done_reason") or None}
+def _completion_choice(native: dict[str, Any], offset: int = 0) -> dict[str, Any]:
+    choice = {"text": native.get("response", ""), "index": 0, "finish_reason": native.get("done_reason") or None}
+    logprobs = completion_logprobs(native.get("logprobs") or [], offset)  # Ollama drops them here; we pass them on
+    if logprobs:
+        choice["logprobs"] = logprobs
+    return choice
+
+
+def completion_logprobs(entries: list[dict[str, Any]], offset: int = 0) -> dict[str, Any] | None:
+    """Native entries in the legacy completions shape (``tokens``, ``token_logprobs``, ``top_logprobs`` as
+    token -> logprob maps, ``text_offset`` in characters from the start of the completion)."""
+    if not entries:
+        return None
+    offsets = []
+    for e in entries:
+        offsets.append(offset)
+        offset += len(e.get("token", ""))
+    out: dict[str, Any] = {
+        "tokens": [e.get("token", "") for e in entries],
+        "token_logprobs": [e.get("logprob") for e in entries],
+        "top_logprobs": [{t.get("token", ""): t.get("logprob") for t in e.get("top_logprobs", ())} for e in entries],
+        "text_offset": offsets,
+    }
+    return out
 
 
 def completion(completion_id: str, native: dict[str, Any]) -> dict[str, Any]:
@@ -234,6 +256,7 @@ class CompletionStream:
         self.id = completion_id
         self.include_usage = include_usage
         self.finished = False
+        self.offset = 0  # characters sent so far (``text_offset`` of the logprobs)
 
     def feed(self, native: dict[str, Any], now: int | None = None) -> list[Frame]:
         if "error" in native:
@@ -243,10 +266,11 @@ class CompletionStream:
             "id": self.id,
             "object": "text_completion",
             "created": int(time.time()) if now is None else now,
-            "choices": [_completion_choice(native)],
+            "choices": [_completion_choice(native, self.offset)],
             "model": native.get("model", ""),
             "system_fingerprint": FINGERPRINT,
         }
+        self.offset += sum(len(e.get("token", "")) for e in native.get("logprobs") or ())
         if self.include_usage:
             chunk["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         frames: list[Frame] = [chunk]

@@ -101,6 +101,8 @@ def prepare(loaded: Any, stored: StoredModel, job: PromptJob, opts: GenerationOp
         specials = not (bos and text.startswith(bos))
         batch = loaded.processor(text=[text], images=_decode_images(built.images), return_tensors="pt", add_special_tokens=specials)
         built.ids = job.context + batch["input_ids"][0].tolist()
+        if len(built.ids) > opts.num_ctx:  # each image became many tokens; a cut through an image cannot run
+            raise BadRequest("the input length exceeds the context length")
         model_inputs = {k: v.to(loaded.device) for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
         if "pixel_values" in model_inputs:
             model_inputs["pixel_values"] = model_inputs["pixel_values"].to(loaded.dtype)

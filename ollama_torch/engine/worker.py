@@ -310,7 +310,7 @@ class ModelWorker:
     def _context_full(self, seq: _Seq) -> None:
         """Ollama's context shift: keep ``num_keep`` tokens, drop half of the rest, continue."""
         opts = seq.req.options
-        if opts.extra.get("shift") is False:
+        if opts.extra.get("shift") is False or seq.req.model_inputs:  # shifting would cut through an image
             self._finish(seq, "length")
             return
         keep = max(0, min(opts.num_keep, len(seq.tokens) - 2))

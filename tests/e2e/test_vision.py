@@ -148,6 +148,17 @@ def test_generate_with_image_inserts_image_tokens(http: httpx.Client, tiny_visio
     assert with_image["prompt_eval_count"] - plain["prompt_eval_count"] == IMAGE_TOKENS
 
 
+def test_images_that_overflow_the_context(http: httpx.Client, tiny_vision: str) -> None:
+    plain = post(http, "/api/generate", {"model": tiny_vision, "prompt": PROMPT, "options": {**GREEDY, "num_predict": 1}})
+    text_only = plain["prompt_eval_count"]
+    body = {"model": tiny_vision, "prompt": PROMPT, "images": [b64(png_bytes())], "stream": False}
+    r = http.post("/api/generate", json={**body, "options": {**GREEDY, "num_ctx": text_only + IMAGE_TOKENS // 2}})
+    assert (r.status_code, r.json()) == (400, {"error": "the input length exceeds the context length"})
+    # room for the prompt and two tokens: generation fills the context and stops there (no shift through an image)
+    full = post(http, "/api/generate", {**body, "options": {**GREEDY, "num_ctx": text_only + IMAGE_TOKENS + 2, "num_predict": 50}})
+    assert (full["done_reason"], full["eval_count"]) == ("length", 2)
+
+
 def test_generate_with_image_via_official_client(client: ollama.Client, tiny_vision: str) -> None:
     resp = client.generate(model=tiny_vision, prompt=PROMPT, images=[png_bytes()], options=GREEDY)
     assert resp.done and (resp.eval_count or 0) > 0

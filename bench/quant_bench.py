@@ -43,7 +43,7 @@ from ollama_torch.engine.quantized import quiet_bitsandbytes, resident_bytes  # 
 
 TEXT = ROOT / "tests" / "data" / "perplexity-en.txt"
 PROMPT = "Why is the sky blue?"
-DEFAULT_SCHEMES = ("Q8_0", "Q4_K_M", "Q4_K_S", "FP4")
+DEFAULT_SCHEMES = ("Q8_0", "Q4_K_M", "Q4_K_S", "NF4", "FP4")
 LIMITS = {8: 1.03, 4: 1.15}  # perplexity ratio targets
 SIZE_LIMITS = {8: 0.35, 4: 0.25}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -139,7 +139,9 @@ def report(results: list[Result], tokens: int, load: tuple[float, float]) -> str
     lines = [
         "## Quantization (`quantize` at create time)",
         "",
-        f"SmolLM2-135M-Instruct (float32 Safetensors from the demo GGUF), {device}; torch {torch.__version__}, "
+        "SmolLM2-135M-Instruct (float32 Safetensors from the demo GGUF, whose Q4_1 weights already sit on a group-32 "
+        "4-bit grid: the group-32 int4 scheme behind `Q4_K_*` reproduces them almost exactly, which flatters it on this "
+        f"model, while the blocks of 64 of NF4/FP4 cut across that grid), {device}; torch {torch.__version__}, "
         f"transformers {transformers.__version__}, bitsandbytes {bitsandbytes.__version__}. Perplexity on "
         f"`tests/data/perplexity-en.txt`; decode = greedy `generate`, {tokens} tokens, prefill excluded; "
         f"size = parameters + buffers + quantization state of the loaded model (/api/ps `size`). "

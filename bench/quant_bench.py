@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from converters.quantize import quantize_directory  # noqa: E402
 from converters.quantize_schemes import SCHEMES, QuantScheme  # noqa: E402
 from ollama_torch.engine.int4 import register  # noqa: E402
-from ollama_torch.engine.quantized import quiet_bitsandbytes, resident_bytes  # noqa: E402
+from ollama_torch.engine.quantized import prepare_for_cpu, quiet_bitsandbytes, resident_bytes  # noqa: E402
 
 TEXT = ROOT / "tests" / "data" / "perplexity-en.txt"
 PROMPT = "Why is the sky blue?"
@@ -121,6 +121,8 @@ def measure(label: str, names: str, bits: int, model_dir: Path, dtype: torch.dty
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, device_map=device, local_files_only=True).eval()
+    if device == "cpu":
+        prepare_for_cpu(model)  # as the server's loader does
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     ppl = perplexity(model, ids)
     tok_s, sample = decode_speed(model, tokenizer, tokens)

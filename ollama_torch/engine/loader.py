@@ -17,7 +17,7 @@ from ..errors import BadRequest, InternalError
 from ..settings import Settings
 from ..store import StoredModel
 from .cache import BatchKVCache
-from .quantized import resident_bytes, stored_dtype
+from .quantized import prepare_for_cpu, resident_bytes, stored_dtype
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,8 @@ def load_model(stored: StoredModel, settings: Settings) -> LoadedModel:
         if device.type != "cuda":
             model = model.to(device)
         model.eval()
+        if device.type == "cpu" and quantized_dtype is not None and prepare_for_cpu(model):
+            log.info("8-bit layers of %s run by PyTorch's weight-only int8 kernel", stored.name.display_shortest)
         tokenizer = processor.tokenizer if processor is not None else transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except Exception:
         cleanup()

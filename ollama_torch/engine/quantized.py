@@ -6,6 +6,12 @@ everything left unquantized (embeddings, norms, output head), which is the one t
 (the config blob's ``quantization.compute_dtype``), not the engine's float32 CPU default that would
 double the embeddings' size. The resident size counts the quantization state (absmax scales) that
 bitsandbytes keeps beside each weight, not only parameters and buffers.
+
+On CPU, bitsandbytes' 8-bit layers (``Q8_0``/``INT8``) are run by PyTorch's weight-only int8 kernel
+(``aten._weight_int8pack_mm``, as gpt-fast does) instead: the stored weights are already int8 rows with one
+absmax each, which is exactly what that kernel multiplies by, so nothing is re-quantized. It skips
+LLM.int8's int8 activations, so it is also closer to the unquantized model, and reads a quarter of the
+float32 bytes per token (measured on SmolLM2: see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..store import StoredModel
 
@@ -66,3 +73,47 @@ def resident_bytes(model: Any) -> int:
     for b in model.buffers():
         add(b)
     return total
+
+
+class Int8WeightLinear(nn.Module):
+    """A bitsandbytes 8-bit Linear's weights (int8 [out, in], one absmax per row) multiplied by PyTorch's
+    weight-only int8 kernel, in bfloat16: ``y = x @ (int8 * absmax / 127).T + bias``."""
+
+    def __init__(self, int8: torch.Tensor, absmax: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = int8.shape
+        self.weight = nn.Parameter(int8.contiguous(), requires_grad=False)
+        self.scales = nn.Parameter((absmax.float() / 127).to(torch.bfloat16), requires_grad=False)
+        self.bias = nn.Parameter(bias.detach().to(torch.bfloat16), requires_grad=False) if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+
+def prepare_for_cpu(model: Any) -> int:
+    """Swap bitsandbytes 8-bit Linear layers of a model loaded on CPU for ``Int8WeightLinear``; returns how
+    many. Layers whose weights are not (yet) int8 rows with their absmax are left as they are."""
+    if not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
+        return 0
+    try:
+        from bitsandbytes.nn import Linear8bitLt
+    except ImportError:
+        return 0
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, Linear8bitLt):
+                continue
+            weight = child.weight
+            absmax = getattr(weight, "SCB", None)
+            if absmax is None:  # after a first forward bitsandbytes keeps it in the layer's state
+                absmax = getattr(getattr(child, "state", None), "SCB", None)
+            if weight.device.type != "cpu" or weight.dtype != torch.int8 or absmax is None:
+                continue
+            setattr(parent, name, Int8WeightLinear(weight.data, absmax, child.bias))
+            swapped += 1
+    return swapped

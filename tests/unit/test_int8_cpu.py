@@ -1,0 +1,57 @@
+"""bitsandbytes 8-bit layers on CPU, run by PyTorch's weight-only int8 kernel (``engine/quantized.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ollama_torch.engine.quantized import (
+    Int8WeightLinear,
+    prepare_for_cpu,
+    quiet_bitsandbytes,
+    resident_bytes,
+)
+
+bnb = pytest.importorskip("bitsandbytes")
+
+
+def test_the_kernel_multiplies_the_stored_rows() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(48, 64)
+    absmax = w.abs().amax(1)
+    int8 = torch.round(w / absmax[:, None] * 127).to(torch.int8)
+    bias = torch.randn(48)
+    layer = Int8WeightLinear(int8, absmax, bias)
+    x = torch.randn(2, 3, 64)
+    expected = x @ (int8.float() * absmax[:, None] / 127).T + bias
+    got = layer(x)
+    assert got.shape == (2, 3, 48) and got.dtype == torch.float32
+    assert torch.allclose(got, expected, atol=0.05 * expected.abs().max().item())
+
+
+def test_a_bitsandbytes_8bit_model_swaps_and_stays_close(tiny_llama_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quiet_bitsandbytes()
+    ids = torch.tensor([[1, 5, 9, 17, 33, 65]])
+    plain = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.bfloat16).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        str(tiny_llama_dir), dtype=torch.bfloat16, device_map="cpu", quantization_config=BitsAndBytesConfig(load_in_8bit=True)
+    ).eval()
+    with torch.inference_mode():
+        reference = plain(ids).logits.float()
+        before = model(ids).logits.float()
+        layers = sum(isinstance(m, bnb.nn.Linear8bitLt) for m in model.modules())
+        size = resident_bytes(model)
+        assert layers > 0 and prepare_for_cpu(model) == layers
+        assert not any(isinstance(m, bnb.nn.Linear8bitLt) for m in model.modules())
+        after = model(ids).logits.float()
+    rows = sum(m.out_features for m in model.modules() if isinstance(m, Int8WeightLinear))
+    assert resident_bytes(model) <= size + 2 * rows  # the same int8 rows, plus one bfloat16 scale per row
+    # weight-only int8 is at least as close to the unquantized model as LLM.int8 (which also rounds activations)
+    err_after = (after - reference).abs().mean().item()
+    err_before = (before - reference).abs().mean().item()
+    assert err_after <= err_before * 1.1 + 1e-3, (err_after, err_before)
+    assert torch.equal(after.argmax(-1), reference.argmax(-1))

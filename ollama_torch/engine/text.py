@@ -60,32 +60,19 @@ class StopMatcher:
             return text
         buf = self.pending + text
         hit = self._first_hit(buf)
-        if hit is not None:
-            # A stop that starts earlier may still be completing ("<><" in "<<>" with stops ">" and "<><"):
-            # the earliest complete stop in the whole text wins, however the text was split into tokens.
-            earlier = self._earliest_partial(buf, hit)
-            if earlier is None:
-                self.stopped = True
-                self.pending = ""
-                return buf[:hit]
-            self.pending = buf[earlier:]
-            return buf[:earlier]
-        hold = self._partial_suffix(buf)
-        self.pending = buf[len(buf) - hold :] if hold else ""
-        return buf[: len(buf) - hold]
+        start = len(buf) - self._partial_suffix(buf)  # where a stop string may still be completing
+        # The earliest complete stop in the whole text wins, however the text was split into tokens: one that
+        # starts before it and may still complete ("<><" in "<<>" with stops ">" and "<><") is waited for.
+        if hit is not None and hit <= start:
+            self.stopped = True
+            self.pending = ""
+            return buf[:hit]
+        self.pending = buf[start:]
+        return buf[:start]
 
     def _first_hit(self, buf: str) -> int | None:
         hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
         return min(hits) if hits else None
-
-    def _earliest_partial(self, buf: str, before: int) -> int | None:
-        """The first position before ``before`` where the rest of ``buf`` is a proper prefix of a stop."""
-        longest = max(len(s) for s in self.stops)
-        for start in range(max(0, len(buf) - longest + 1), before):
-            tail = buf[start:]
-            if any(len(s) > len(tail) and s.startswith(tail) for s in self.stops):
-                return start
-        return None
 
     def _partial_suffix(self, buf: str) -> int:
         """Length of the longest tail of ``buf`` that is a proper prefix of a stop string."""
@@ -100,7 +87,7 @@ class StopMatcher:
     def flush(self) -> str:
         """At the end of generation: what is held back, cut at a stop it holds (it may, behind a partial one)."""
         out, self.pending = ("" if self.stopped else self.pending), ""
-        hit = self._first_hit(out) if out else None
+        hit = self._first_hit(out)
         if hit is not None:
             self.stopped = True
             out = out[:hit]

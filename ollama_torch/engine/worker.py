@@ -11,6 +11,7 @@ own ``DynamicCache``; they still stream, they just do not share forward passes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -67,7 +68,6 @@ class ModelWorker:
         self.waiting: deque[_Seq] = deque()
         self.rows: list[_Seq] = []
         self.admitting: list[_Seq] = []
-        self.token_bytes: TokenBytes | None = None
         self.cache: BatchKVCache | None = None
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if loaded.batchable else None
         self._closed = False
@@ -266,13 +266,13 @@ class ModelWorker:
                 continue
             token = seq.sampler.sample(logits[i], seq.tokens)
             if i in raw:
-                seq.logprobs.append(token_logprobs(raw[i], token, seq.req.top_logprobs, self._token_bytes()))
+                seq.logprobs.append(token_logprobs(raw[i], token, seq.req.top_logprobs, self.token_bytes))
             self._accept(seq, token)
 
-    def _token_bytes(self) -> TokenBytes:
-        if self.token_bytes is None:
-            self.token_bytes = TokenBytes(self.loaded.tokenizer)
-        return self.token_bytes
+    @functools.cached_property
+    def token_bytes(self) -> TokenBytes:
+        """Built on the first request that asks for logprobs."""
+        return TokenBytes(self.loaded.tokenizer)
 
     def _accept(self, seq: _Seq, token: int) -> None:
         seq.generated += 1
@@ -303,9 +303,8 @@ class ModelWorker:
     @staticmethod
     def _emit_text(seq: _Seq, text: str) -> None:
         """Text that is final, with the logprobs of the tokens that made it."""
-        event = TextEvent(text, seq.logprobs) if seq.logprobs else TextEvent(text)
+        seq.req.emit(TextEvent(text, seq.logprobs))
         seq.logprobs = []
-        seq.req.emit(event)
 
     def _context_full(self, seq: _Seq) -> None:
         """Ollama's context shift: keep ``num_keep`` tokens, drop half of the rest, continue."""

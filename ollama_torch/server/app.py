@@ -7,9 +7,10 @@ inject a scripted engine for HTTP edge cases while end-to-end tests run the real
 from __future__ import annotations
 
 import asyncio
-import fnmatch
+import functools
 import ipaddress
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -49,21 +50,67 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(InternalError(f"internal error: {type(exc).__name__}: {exc}"))
 
 
-def _origin_allowed(origin: str, patterns: tuple[str, ...]) -> bool:
-    return any(p == "*" or fnmatch.fnmatchcase(origin, p) for p in patterns)
+# Origin patterns (OLLAMA_ORIGINS plus Ollama's defaults) match as gin-contrib/cors matches them with
+# AllowWildcard, except that a `*` never spans what gin's prefix/suffix match lets it span: in the port it is
+# digits, in a host it stays inside one label (a leading `*.` is whole labels under the rest of the host), so
+# `http://localhost:*` admits `http://localhost:3000` and not `http://localhost:3000.evil.com`.
+_LABEL = r"[a-z0-9_-]+"
+_ANY = {"scheme": r"[a-z0-9+.-]*", "host": r"[a-z0-9_-]*", "port": r"[0-9]+"}
+
+
+def _glob(text: str, part: str) -> str:
+    return _ANY[part].join(re.escape(piece) for piece in text.split("*"))
+
+
+@functools.lru_cache(maxsize=256)
+def _origin_regex(pattern: str) -> re.Pattern[str]:
+    """``scheme://host[:port]`` -> a regex for whole origins. ``scheme://*`` is any origin of that scheme
+    (``app://*``, ``chrome-extension://*``); a pattern without a scheme takes any scheme."""
+    scheme, sep, rest = pattern.partition("://")
+    if not sep:
+        scheme, rest = "*", pattern
+    if rest == "*":
+        return re.compile(_glob(scheme, "scheme") + "://.*", re.IGNORECASE | re.DOTALL)
+    if rest.startswith("["):  # an IPv6 literal: its colons are not the port's
+        end = rest.find("]") + 1
+        host, port = rest[:end], rest[end + 1 :] if rest[end : end + 1] == ":" else None
+    else:
+        host, colon, tail = rest.partition(":")
+        port = tail if colon else None
+    if host == "*" or host.startswith("*."):  # any host, or any under the rest: whole labels
+        host_regex = rf"{_LABEL}(?:\.{_LABEL})*" + _glob(host[1:], "host")
+    else:
+        host_regex = _glob(host, "host")
+    port_regex = "" if port is None else ":" + _glob(port, "port")
+    return re.compile(_glob(scheme, "scheme") + "://" + host_regex + port_regex, re.IGNORECASE)
+
+
+def origin_allowed(origin: str, patterns: tuple[str, ...]) -> bool:
+    return any(p == "*" or _origin_regex(p).fullmatch(origin) for p in patterns)
+
+
+# The origin a request's answer may be read from: set only by the CORS middleware once it allowed the request.
+_ALLOW_ORIGIN = web.RequestKey("allow_origin", str)
 
 
 def cors_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """gin-contrib/cors as Ollama configures it: no ``Origin``, or one equal to ``http(s)://<Host>``, is not a
+    CORS request; a disallowed origin is a bare 403 (no ``Access-Control-*`` header); an allowed preflight is
+    a 204; any other allowed request gets ``Access-Control-Allow-Origin`` (``*`` when ``*`` is allowed)."""
+    allow_all = "*" in settings.origins
+
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        if request.method == "OPTIONS" and origin is not None:
-            if not _origin_allowed(origin, settings.origins):
-                return web.Response(status=403)
+        if origin is None or origin in (f"http://{request.host}", f"https://{request.host}"):
+            return await handler(request)
+        if not origin_allowed(origin, settings.origins):
+            return web.Response(status=403)
+        request[_ALLOW_ORIGIN] = "*" if allow_all else origin
+        if request.method == "OPTIONS":
             return web.Response(
                 status=204,
                 headers={
-                    "Access-Control-Allow-Origin": origin,
                     "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS",
                     "Access-Control-Allow-Headers": request.headers.get(
                         "Access-Control-Request-Headers",
@@ -72,20 +119,19 @@ def cors_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamRes
                     "Access-Control-Max-Age": "43200",
                 },
             )
-        if origin is not None and not _origin_allowed(origin, settings.origins):
-            return web.Response(status=403)
         return await handler(request)
 
     return cors
 
 
 async def _allow_origin(request: web.Request, response: web.StreamResponse) -> None:
-    """Add the CORS header as any response (streams included) is prepared; disallowed origins never get
-    this far (the CORS middleware answers them 403)."""
-    origin = request.headers.get("Origin")
-    if origin is not None:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers.setdefault("Vary", "Origin")
+    """Add the CORS header as any response (streams and errors included) is prepared, for requests the CORS
+    middleware allowed: a 403 for a foreign origin, or an answer that never reached it, carries none."""
+    allowed = request.get(_ALLOW_ORIGIN)
+    if allowed is not None:
+        response.headers["Access-Control-Allow-Origin"] = allowed
+        if allowed != "*":
+            response.headers.setdefault("Vary", "Origin")
 
 
 def _host_allowed(host_header: str) -> bool:

@@ -28,6 +28,19 @@ def test_version_and_root(http: httpx.Client) -> None:
     assert set(r.json()) == {"version"}
     assert http.get("/").text == "Ollama is running"
     assert http.get("/api/show").status_code == 405
+
+
+def test_cors(http: httpx.Client) -> None:
+    """Ollama's default origins through the real server; a foreign origin's 403 carries no CORS header."""
+    r = http.get("/api/tags", headers={"Origin": "http://localhost:3000"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+    preflight = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"}
+    r = http.options("/api/chat", headers=preflight)
+    assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+    for origin in ("https://evil.com", "http://localhost:3000.evil.com"):
+        for r in (http.get("/api/tags", headers={"Origin": origin}), http.options("/api/chat", headers={**preflight, "Origin": origin})):
+            assert r.status_code == 403, origin
+            assert not [k for k in r.headers if k.lower().startswith("access-control-")], (origin, r.headers)
     assert http.get("/api/nope").status_code == 404
 
 

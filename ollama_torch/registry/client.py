@@ -2,8 +2,10 @@
 
 One ``RegistryClient`` per pull or push: it owns the base URL (``https://<host>``, or ``http://`` for
 ``http://`` names and for ``insecure`` requests, as Ollama rewrites the scheme), the bearer token, and
-the retry policy. Requests that fail transiently (connection errors, timeouts, 5xx, 429) are retried
-with exponential backoff; a 401 runs the ``WWW-Authenticate: Bearer realm=...`` token flow once.
+the retry policy. Requests that fail transiently (dropped connections, timeouts, 5xx, 429) are retried
+with exponential backoff; a host that does not resolve or refuses the connection fails at once with Go's
+text, as Ollama's does (retrying cannot make it appear); a 401 runs the ``WWW-Authenticate: Bearer
+realm=...`` token flow once.
 
 Not supported (documented in the README): Ollama's ed25519-signed token requests (``~/.ollama/id_ed25519``,
 needed for private models and pushes on ollama.com) and HTTP Basic credentials. Token requests are
@@ -15,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
 import logging
 import random
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -242,6 +246,9 @@ class RegistryClient:
                 hint = " (a plain-http registry needs insecure: true)" if "WRONG_VERSION" in str(exc) else ""
                 raise RegistryError(f"{method} {url}: {describe_exception(exc)}{hint}") from exc
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+                dial = dial_error(exc)
+                if dial:  # Go's *url.Error: `Get "<url>": dial tcp ...`
+                    raise RegistryError(f'{method[:1]}{method[1:].lower()} "{url}": {dial}') from exc
                 if attempt >= max_retries:
                     raise RegistryError(f"{method} {url}: {describe_exception(exc)}") from exc
                 delay = backoff_delay(opts, attempt)
@@ -315,6 +322,27 @@ def _retry_after(resp: aiohttp.ClientResponse) -> float:
         return min(max(float(value), 0.0), 60.0)
     except ValueError:
         return 0.0
+
+
+def dial_error(exc: BaseException) -> str:
+    """Go's dial error text when ``exc`` says the host does not resolve or refuses the connection, else "".
+
+    Neither is transient on the time scale of a pull, and Ollama's ``makeRequestWithRetry`` retries no
+    connection error: they fail at once. Dropped connections and timeouts ("" here) keep their retries.
+    Go's pure resolver also names the DNS server (``lookup h on 127.0.0.53:53: no such host``); the cgo
+    resolver's form is used here, and the host as named rather than the address that refused.
+    """
+    if not isinstance(exc, aiohttp.ClientConnectorError):
+        return ""
+    os_error = exc.os_error
+    if isinstance(os_error, socket.gaierror):
+        not_found = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+        reason = "no such host" if os_error.errno in not_found else str(os_error.strerror or os_error).lower()
+        return f"dial tcp: lookup {exc.host}: {reason}"
+    if isinstance(os_error, ConnectionRefusedError) or os_error.errno == errno.ECONNREFUSED:
+        address = f"[{exc.host}]:{exc.port}" if ":" in exc.host else f"{exc.host}:{exc.port}"
+        return f"dial tcp {address}: connect: connection refused"
+    return ""
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ mid-download continues, after a restart, from the bytes its part records claim.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
@@ -48,6 +49,16 @@ def test_push_and_pull_with_the_official_client(
         client.pull(f"{registry.host}/library/e2e-missing:latest", insecure=True)
     with pytest.raises(ollama.ResponseError, match="insecure protocol http"):
         client.pull(f"http://{registry.host}/library/e2e-roundtrip:latest")
+
+
+def test_pull_from_a_host_that_does_not_resolve_fails_at_once(client: ollama.Client) -> None:
+    """No retries for a host that does not exist (was 20-60 s of backoff); Ollama's error text."""
+    started = time.monotonic()
+    url = "https://nosuchhost.invalid/v2/x/y/manifests/latest"
+    prefix = f'pull model manifest: Get "{url}": dial tcp: lookup nosuchhost.invalid: '
+    with pytest.raises(ollama.ResponseError, match="^" + re.escape(prefix)):
+        client.pull("nosuchhost.invalid/x/y")
+    assert time.monotonic() - started < 5
 
 
 def _claimed(store: ModelStore, digest: str) -> int:

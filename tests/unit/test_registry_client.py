@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 from pathlib import Path
+from types import SimpleNamespace
 
+import aiohttp
 import pytest
 
 from ollama_torch.names import ModelName
 from ollama_torch.registry import InsecureProtocol, RegistryClient, TransferOptions
-from ollama_torch.registry.client import MB, error_detail, parse_challenge
+from ollama_torch.registry.client import MB, dial_error, error_detail, parse_challenge
 from ollama_torch.registry.download import BlobDownload, Part, partial_path
 from ollama_torch.store import BlobStore
 
@@ -47,6 +51,36 @@ def test_parse_challenge(header: str, expected: dict[str, str]) -> None:
 )  # fmt: skip
 def test_error_detail(status: int, body: bytes, expected: str) -> None:
     assert error_detail(status, body) == expected
+
+
+def connector_error(host: str, port: int, os_error: OSError) -> aiohttp.ClientConnectorError:
+    key = SimpleNamespace(host=host, port=port, ssl=True, is_ssl=False)
+    return aiohttp.ClientConnectorError(key, os_error)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        # not retried: Go's dial error text, as Ollama prints it
+        (connector_error("nosuchhost.invalid", 443, socket.gaierror(socket.EAI_NONAME, "Name or service not known")),
+         "dial tcp: lookup nosuchhost.invalid: no such host"),
+        (connector_error("h.example", 443, socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")),
+         "dial tcp: lookup h.example: temporary failure in name resolution"),
+        (connector_error("127.0.0.1", 1, ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed")),
+         "dial tcp 127.0.0.1:1: connect: connection refused"),
+        (connector_error("::1", 8080, ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed")),
+         "dial tcp [::1]:8080: connect: connection refused"),
+        (connector_error("localhost", 1, OSError(errno.ECONNREFUSED, "Multiple exceptions")),
+         "dial tcp localhost:1: connect: connection refused"),
+        # transient: retried
+        (connector_error("10.0.0.1", 443, OSError(errno.ENETUNREACH, "Network is unreachable")), ""),
+        (aiohttp.ServerDisconnectedError(), ""),
+        (aiohttp.ClientPayloadError("connection closed"), ""),
+        (TimeoutError(), ""),
+    ],
+)
+def test_dial_error(exc: BaseException, expected: str) -> None:
+    assert dial_error(exc) == expected
 
 
 @pytest.mark.parametrize(

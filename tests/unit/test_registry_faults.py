@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 
 from ollama_torch.names import ModelName
+from ollama_torch.registry import TransferOptions
 from ollama_torch.store import Manifest, ModelStore
 from tests.registry_fixtures import (
     OPTIONS,
@@ -16,6 +18,7 @@ from tests.registry_fixtures import (
     Registry,
     assert_same_model,
     blobs_of,
+    free_port,
     local,
     make_synthetic_model,
     partial_state,
@@ -205,5 +208,46 @@ def test_persistent_server_errors_give_up_with_the_status(registry: Registry, lo
                 status, lines = await api.post("/api/pull", body)
             assert (status, lines) == (500, [{"error": "pull model manifest: 503: injected failure"}])
             assert len(proxy.requests) == OPTIONS.max_retries + 1
+
+    run(go)
+
+
+def test_unresolvable_host_fails_within_seconds(local: ModelStore) -> None:
+    """A host that does not resolve is not retried (was: 6 retries with backoff, 20-60 s), and the error is
+    Ollama's: ``pull model manifest: Get "<url>": dial tcp: lookup <host>: no such host``. Ollama's default
+    transfer options: the retry policy that used to wait is the one under test."""
+
+    async def go() -> None:
+        async with serving(local, TransferOptions()) as api:
+            started = time.monotonic()
+            status, lines = await api.post("/api/pull", {"model": "nosuchhost.invalid/x/y", "stream": False})
+            elapsed = time.monotonic() - started
+            streamed = (await api.post("/api/pull", {"model": "nosuchhost.invalid/x/y"}))[1]
+        print(f"unresolvable host: failed in {elapsed:.2f}s")
+        url = "https://nosuchhost.invalid/v2/x/y/manifests/latest"
+        assert status == 500 and len(lines) == 1, lines
+        # "no such host" wherever DNS answers; a resolver that cannot be reached says why instead
+        assert lines[0]["error"].startswith(f'pull model manifest: Get "{url}": dial tcp: lookup nosuchhost.invalid: ')
+        assert elapsed < 5, elapsed
+        assert [line.get("status") for line in streamed[:-1]] == ["pulling manifest"]
+        assert streamed[-1] == lines[0]
+        assert not local.list() and not list(local.root.rglob("*-partial*"))
+
+    run(go)
+
+
+def test_refused_connection_fails_within_seconds(local: ModelStore) -> None:
+    async def go() -> None:
+        port = free_port()  # nothing listens there
+        async with serving(local, TransferOptions()) as api:
+            started = time.monotonic()
+            body = {"model": f"127.0.0.1:{port}/x/y", "insecure": True, "stream": False}
+            status, lines = await api.post("/api/pull", body)
+            elapsed = time.monotonic() - started
+        print(f"refused connection: failed in {elapsed:.2f}s")
+        url = f"http://127.0.0.1:{port}/v2/x/y/manifests/latest"
+        error = f'pull model manifest: Get "{url}": dial tcp 127.0.0.1:{port}: connect: connection refused'
+        assert (status, lines) == (500, [{"error": error}])
+        assert elapsed < 5, elapsed
 
     run(go)

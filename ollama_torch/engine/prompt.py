@@ -1,11 +1,14 @@
 """From an API request to prompt token ids: the model's own Jinja chat template, or an Ollama Go
 ``TEMPLATE`` (the model's layer or the request's override), fill-in-the-middle, raw prompts, ``context``,
-and Ollama's truncation to ``num_ctx`` (drop the oldest messages, keep system messages and the last one).
-Imports no torch: it works on the tokenizer only."""
+and Ollama's truncation to ``num_ctx`` (drop the oldest messages, keep system messages and the last one,
+found with O(log n) renders: ``templates.prompt.first_fitting``). Imports no torch: it works on the
+tokenizer only. ``cancel`` (set when the request's client is gone) stops a preparation between renders
+with ``templates.prompt.PromptCancelled``."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +16,7 @@ from typing import Any
 from ..errors import BadRequest
 from ..store import StoredModel
 from ..templates import OllamaTemplate, TemplateError
-from ..templates.prompt import chat_prompt
+from ..templates.prompt import chat_prompt, check_cancelled, first_fitting, kept_messages
 
 log = logging.getLogger(__name__)
 
@@ -123,17 +126,25 @@ def _render_jinja(tokenizer: Any, template: str, messages: list[dict[str, Any]],
 
 
 def _fit_messages(
-    render: Callable[[list[dict[str, Any]]], str], count: Callable[[str], int], messages: list[dict[str, Any]], num_ctx: int, truncate: bool
+    render: Callable[[list[dict[str, Any]]], str],
+    count: Callable[[str], int],
+    messages: list[dict[str, Any]],
+    num_ctx: int,
+    truncate: bool,
+    cancel: threading.Event | None = None,
 ) -> str:
-    """Drop whole messages from the front (keeping system messages and the last) until the prompt fits."""
-    if not truncate:
-        return render(messages)
-    for i in range(len(messages)):
-        kept = [m for m in messages[:i] if m.get("role") == "system"] + messages[i:]
-        text = render(kept)
-        if count(text) <= num_ctx or i == len(messages) - 1:
-            return text
-    return render(messages)
+    """Drop whole messages from the front (keeping system messages and the last) until the prompt fits:
+    the first cut that fits, searched with O(log n) renders (``first_fitting``)."""
+    rendered: dict[int, str] = {}
+
+    def text_without(i: int) -> str:
+        if i not in rendered:
+            rendered[i] = render(kept_messages(messages, i))
+        return rendered[i]
+
+    first = first_fitting(lambda i: count(text_without(i)) <= num_ctx, len(messages) - 1, cancel) if truncate else 0
+    check_cancelled(cancel)
+    return text_without(first)
 
 
 def _chat_messages(stored: StoredModel, job: PromptJob) -> list[dict[str, Any]]:
@@ -154,9 +165,17 @@ def _chat_messages(stored: StoredModel, job: PromptJob) -> list[dict[str, Any]]:
 
 
 def build_prompt(
-    tokenizer: Any, chat_template: str | None, stored: StoredModel, job: PromptJob, *, num_ctx: int, num_keep: int, fim: tuple[str, str, str] | None = None
+    tokenizer: Any,
+    chat_template: str | None,
+    stored: StoredModel,
+    job: PromptJob,
+    *,
+    num_ctx: int,
+    num_keep: int,
+    fim: tuple[str, str, str] | None = None,
+    cancel: threading.Event | None = None,
 ) -> BuiltPrompt:
-    built = _build(tokenizer, chat_template, stored, job, num_ctx=num_ctx, num_keep=num_keep, fim=fim)
+    built = _build(tokenizer, chat_template, stored, job, num_ctx=num_ctx, num_keep=num_keep, fim=fim, cancel=cancel)
     if len(built.ids) > num_ctx:
         if not job.truncate:
             raise BadRequest("the input length exceeds the context length")
@@ -165,7 +184,15 @@ def build_prompt(
 
 
 def _build(
-    tokenizer: Any, chat_template: str | None, stored: StoredModel, job: PromptJob, *, num_ctx: int, num_keep: int, fim: tuple[str, str, str] | None
+    tokenizer: Any,
+    chat_template: str | None,
+    stored: StoredModel,
+    job: PromptJob,
+    *,
+    num_ctx: int,
+    num_keep: int,
+    fim: tuple[str, str, str] | None,
+    cancel: threading.Event | None,
 ) -> BuiltPrompt:
     count = lambda text: len(_encode(tokenizer, text, specials=False))  # noqa: E731
     if job.raw:
@@ -186,7 +213,9 @@ def _build(
 
     messages = _chat_messages(stored, job)
     if go is not None:
-        chat = chat_prompt(go, messages, count_tokens=count, num_ctx=num_ctx, tools=job.tools, think=job.think, truncate=job.truncate)
+        chat = chat_prompt(
+            go, messages, count_tokens=count, num_ctx=num_ctx, tools=job.tools, think=job.think, truncate=job.truncate, cancel=cancel
+        )
         text, images = chat.prompt, list(chat.images)
         ids = _encode(tokenizer, text, specials=_needs_bos(tokenizer, text) and not job.context)
         return BuiltPrompt(job.context + ids, text, images, go_template=go)
@@ -196,7 +225,7 @@ def _build(
         ids = _encode(tokenizer, text, specials=not job.context)
         return BuiltPrompt(job.context + ids, text)
     render = lambda msgs: _render_jinja(tokenizer, chat_template, msgs, job.tools, job.think)  # noqa: E731
-    text = _fit_messages(render, count, messages, num_ctx, job.truncate)
+    text = _fit_messages(render, count, messages, num_ctx, job.truncate, cancel)
     images = [img for m in messages for img in m.get("images") or ()]
     ids = _encode(tokenizer, text, specials=False)
     return BuiltPrompt(job.context + ids, text, images, jinja_template=chat_template)

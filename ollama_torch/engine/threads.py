@@ -11,6 +11,7 @@ keeps losing. A probe step that is already far slower than the current mean ends
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -181,10 +182,14 @@ class OnDemandThread:
             self._thread = None
 
 
-async def in_fresh_thread(fn: Callable[..., T], *args: Any) -> T:
+async def in_fresh_thread(fn: Callable[..., T], *args: Any, cancel: threading.Event | None = None) -> T:
     """``asyncio.to_thread`` on a thread of its own that ends afterwards, for work that runs torch
     (loading, prompt processing): the executor's threads live on, and a live thread that has run torch
-    work slows the workers' parallel regions (see ``OnDemandThread``)."""
+    work slows the workers' parallel regions (see ``OnDemandThread``).
+
+    A thread cannot be stopped from outside, so when the awaiting coroutine is cancelled (its client went
+    away) ``cancel`` is set: ``fn`` checks it in its loops and gives up, instead of burning a core for a
+    result nobody reads."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -200,9 +205,16 @@ async def in_fresh_thread(fn: Callable[..., T], *args: Any) -> T:
         try:
             result = fn(*args)
         except BaseException as exc:
-            loop.call_soon_threadsafe(settle, False, exc)
+            outcome: tuple[bool, Any] = (False, exc)
         else:
-            loop.call_soon_threadsafe(settle, True, result)
+            outcome = (True, result)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
+            loop.call_soon_threadsafe(settle, *outcome)
 
     threading.Thread(target=run, name=f"fresh-{getattr(fn, '__name__', 'work')}", daemon=True).start()
-    return await future
+    try:
+        return await future
+    except asyncio.CancelledError:
+        if cancel is not None:
+            cancel.set()
+        raise

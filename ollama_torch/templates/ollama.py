@@ -69,17 +69,24 @@ class Values:
 
 def collate(messages: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """Merge consecutive messages of one role (not ``tool``) with a blank line between their
-    contents, and join every system message's content: ``(system, messages)``. Inputs are not changed."""
+    contents, and join every system message's content: ``(system, messages)``. Inputs are not changed.
+    A run's contents are joined once at its end: appending to the string message by message copied the
+    run so far each time (quadratic in a long run of one role)."""
     system: list[str] = []
     out: list[dict[str, Any]] = []
+    parts: list[list[str]] = []  # the contents of each message in out
     for m in messages:
         role, content = m.get("role", ""), m.get("content") or ""
         if role == "system":
             system.append(content)
         if out and out[-1].get("role", "") == role and role != "tool":
-            out[-1]["content"] = (out[-1].get("content") or "") + "\n\n" + content
+            parts[-1].append(content)
         else:
             out.append(dict(m))
+            parts.append([m.get("content") or ""])
+    for msg, contents in zip(out, parts, strict=True):
+        if len(contents) > 1:
+            msg["content"] = "\n\n".join(contents)
     return "\n\n".join(system), out
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from converters.quantize_schemes import QuantScheme, UnsupportedQuantization, check_source, parse_quantize
 
 from ..errors import BadRequest
-from ..store import ConfigV2, Layer, MediaType, ModelStore
+from ..store import BlobPins, ConfigV2, Layer, MediaType, ModelStore
 
 Emit = Callable[[dict[str, Any]], None]
 # Ollama reports quantization progress under this placeholder digest (server/create.go).
@@ -66,8 +66,11 @@ def media_type_for(relpath: str) -> str:
 Layers = list[tuple[Layer, str]]  # (layer, the status line Ollama prints for it)
 
 
-def quantize_layers(store: ModelStore, items: Layers, config: ConfigV2, scheme: QuantScheme, emit: Emit) -> tuple[Layers, ConfigV2]:
-    """Quantize the weights among ``items``; return the new layer list and config blob."""
+def quantize_layers(
+    store: ModelStore, items: Layers, config: ConfigV2, scheme: QuantScheme, emit: Emit, pins: BlobPins
+) -> tuple[Layers, ConfigV2]:
+    """Quantize the weights among ``items``; return the new layer list and config blob. Each new layer's
+    blob is pinned in ``pins`` (the create's) before it is checked or imported."""
     source_type = config.file_type.upper()
     check_quantizable(scheme, source_type)
     if source_type == scheme.name:
@@ -87,7 +90,7 @@ def quantize_layers(store: ModelStore, items: Layers, config: ConfigV2, scheme: 
             src = work / "src"
         out = work / "out"
         _run(src, out, scheme, source_type, emit)
-        new_items = _new_items(store, items, files, out, gguf_digests={layer.digest for layer in gguf})
+        new_items = _new_items(store, items, files, out, gguf_digests={layer.digest for layer in gguf}, pins=pins)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     extra = dict(config.extra)
@@ -133,28 +136,29 @@ def _run(src: Path, out: Path, scheme: QuantScheme, source_type: str, emit: Emit
         raise BadRequest(str(exc)) from None
 
 
-def _new_items(store: ModelStore, items: Layers, files: dict[str, Path], out: Path, gguf_digests: set[str]) -> Layers:
+def _new_items(store: ModelStore, items: Layers, files: dict[str, Path], out: Path, gguf_digests: set[str], pins: BlobPins) -> Layers:
     """Layers after quantization: rewritten files as new blobs, the others as before (or imported)."""
     written = {p.relative_to(out).as_posix(): p for p in sorted(out.rglob("*")) if p.is_file()}
     existing = {layer.name: (layer, status) for layer, status in items if layer.media_type in _WEIGHT_TYPES and layer.name}
     result: Layers = []
     for rel in sorted(set(files) | set(written)):
         if rel in written:
-            result.append(_import(store, written[rel], rel))
+            result.append(_import(store, written[rel], rel, pins))
         elif rel in existing:
             result.append(existing[rel])
         else:  # a GGUF source: its conversion's unchanged files become layers of the new model
-            result.append(_import(store, files[rel], rel))
+            result.append(_import(store, files[rel], rel, pins))
     others = [(layer, status) for layer, status in items if layer.media_type not in _WEIGHT_TYPES and layer.digest not in gguf_digests]
     return result + others
 
 
-def _import(store: ModelStore, path: Path, rel: str) -> tuple[Layer, str]:
+def _import(store: ModelStore, path: Path, rel: str, pins: BlobPins) -> tuple[Layer, str]:
     sha = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             sha.update(chunk)
     digest = "sha256:" + sha.hexdigest()
+    pins.add(digest)
     status = "using existing layer" if store.blobs.exists(digest) else "creating new layer"
     if status == "creating new layer":
         store.blobs.import_file(path)

@@ -5,7 +5,9 @@ rather than a 200 whose stream ends in an error. Weights are rewritten only for 
 ``quantize.py``); otherwise a Safetensors directory is stored as one layer per file, a GGUF file as one
 model layer; the GGUF's Safetensors conversion is a derived artefact kept beside the store (see
 ``ModelStore.derived_dir``). The manifest is written last, under the store lock, so an interrupted
-create leaves no model behind.
+create leaves no model behind. Every blob the create relies on is pinned (``ModelStore.pinning``) before
+it is read, checked or written, so a concurrent delete or prune cannot collect it before the manifest
+references it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from ..errors import BadRequest, ModelNotFound, NotImplementedYet
 from ..names import ModelName
-from ..store import ConfigV2, Layer, Manifest, MediaType, ModelStore
+from ..store import BlobPins, ConfigV2, Layer, Manifest, MediaType, ModelStore
 from ..store.manifest import go_json
 from .quantize import QuantScheme, check_quantizable, media_type_for, parse_scheme, quantize_layers
 from .request import CreateRequest
@@ -52,18 +54,22 @@ def _detect_kind(store: ModelStore, files: dict[str, str]) -> str:
 
 
 class _Layers:
-    """Layers of the manifest being built, each with the status line Ollama prints for it."""
+    """Layers of the manifest being built, each with the status line Ollama prints for it. Each layer's
+    blob is pinned before it is looked at: one already stored may belong to a model being deleted."""
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, pins: BlobPins) -> None:
         self.store = store
+        self.pins = pins
         self.items: list[tuple[Layer, str]] = []
 
     def existing(self, layer: Layer) -> None:
+        self.pins.add(layer.digest)
         self.items.append((layer, f"using existing layer {layer.digest}"))
 
     def new(self, data: bytes, media_type: str) -> None:
         blobs = self.store.blobs
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.pins.add(digest)
         status = "using existing layer" if blobs.exists(digest) else "creating new layer"
         blobs.write_bytes(data)
         self.items.append((Layer(media_type, digest, len(data)), f"{status} {digest}"))
@@ -92,10 +98,26 @@ def create_model(
         _check_template(req.template)
     parameters = _check_parameters(req.parameters)
 
-    layers = _Layers(store)
+    with store.pinning() as pins:
+        _create(store, req, emit, _Layers(store, pins), scheme, parameters, noprune=noprune, pull=pull)
+    emit({"status": "success"})
+
+
+def _create(
+    store: ModelStore,
+    req: CreateRequest,
+    emit: Emit,
+    layers: _Layers,
+    scheme: QuantScheme | None,
+    parameters: dict[str, Any],
+    *,
+    noprune: bool,
+    pull: Pull | None,
+) -> None:
     if req.from_:
         config = _from_model(store, req, layers, emit, pull, scheme)
     else:
+        layers.pins.add(*req.files.values())  # uploaded blobs no manifest references yet
         for path, digest in req.files.items():
             if not store.blobs.exists(digest):
                 raise BadRequest(f'file "{path}" has no blob: upload {digest} to /api/blobs first')
@@ -105,7 +127,7 @@ def create_model(
         else:
             config = _from_gguf(store, req, layers, emit, scheme)
     if scheme is not None:
-        layers.items, config = quantize_layers(store, layers.items, config, scheme, emit)
+        layers.items, config = quantize_layers(store, layers.items, config, scheme, emit, layers.pins)
 
     if req.template:
         layers.remove(MediaType.TEMPLATE, MediaType.PROMPT)
@@ -135,7 +157,6 @@ def create_model(
             layers=tuple(layer for layer, _ in layers.items),
         )
         store.write_manifest(req.name, manifest, prune_old=not noprune)
-    emit({"status": "success"})
 
 
 # -- sources ------------------------------------------------------------------------------------------
@@ -149,7 +170,9 @@ def _from_model(
         if pull is None:
             raise ModelNotFound(req.from_)
         pull(source, emit)
-    model = store.get(source)
+    with store.lock:  # read and pin at once: a delete of the source cannot fall in between
+        model = store.get(source)
+        layers.pins.add(*model.manifest.digests())
     check_quantizable(scheme, model.config.file_type)
     origin = model.name.display_shortest
     for layer in model.manifest.layers:

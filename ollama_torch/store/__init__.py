@@ -6,9 +6,10 @@ Imports neither torch nor aiohttp, so the CLI and the HTTP layer can use it free
 from .blobs import BlobStore, BlobWriter, parse_digest
 from .manifest import ConfigV2, Layer, Manifest, MediaType
 from .model import StoredModel
-from .store import ListedModel, ModelStore
+from .store import BlobPins, ListedModel, ModelStore
 
 __all__ = [
+    "BlobPins",
     "BlobStore",
     "BlobWriter",
     "ConfigV2",

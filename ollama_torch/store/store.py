@@ -4,6 +4,11 @@ Names are matched case-insensitively against what is on disk, as Ollama does. Ma
 atomically (temp file, fsync, rename), only after every blob they reference exists, and deleting a model
 removes just the blobs no other manifest references. One lock serialises manifest writes against
 garbage collection, so a blob cannot be collected between a create's check and its manifest write.
+
+A create reads its source's layers and writes (or finds already stored) its new blobs long before it
+writes its manifest, and until then no manifest references them: a concurrent delete of another model
+sharing one of them, or a prune, would collect it and the create would fail with ``blob ... not found``.
+So a create holds its digests in ``pinning()``: pinned blobs count as referenced by every collection.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import secrets
 import shutil
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadRequest, ModelNotFound, NotFound
 from ..names import ModelName
-from .blobs import BlobStore, _fsync_dir
+from .blobs import BlobStore, _fsync_dir, parse_digest
 from .manifest import Manifest
 from .model import StoredModel
 
@@ -38,6 +46,25 @@ class ListedModel:
     size: int
 
 
+class BlobPins:
+    """The blobs one in-flight operation (a create) relies on before its manifest references them.
+    ``add`` pins under the store lock, so a digest pinned before it is checked or written cannot be
+    collected after that check: collections run under the same lock and skip pinned digests."""
+
+    def __init__(self, store: ModelStore) -> None:
+        self._store = store
+        self._held: list[str] = []
+
+    def add(self, *digests: str) -> None:
+        canonical = [parse_digest(d) for d in digests]
+        self._store._pin(canonical)
+        self._held += canonical
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        self._store._unpin(held)
+
+
 class ModelStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -48,6 +75,8 @@ class ModelStore:
         # directory never sees them.
         self.derived_root = self.root / "ollama-torch" / "derived"
         self.lock = threading.RLock()
+        self._pinned: Counter[str] = Counter()  # digest -> in-flight operations holding it (BlobPins)
+        self._deferred: set[str] = set()  # pinned blobs a collection would have removed
 
     # -- names -------------------------------------------------------------------------------------
     def resolve(self, name: ModelName) -> ModelName | None:
@@ -127,6 +156,31 @@ class ModelStore:
             refs |= listed.manifest.digests()
         return refs
 
+    @contextmanager
+    def pinning(self) -> Iterator[BlobPins]:
+        """Hold digests against collection for the block (see ``BlobPins``); released however it ends."""
+        pins = BlobPins(self)
+        try:
+            yield pins
+        finally:
+            pins.release()
+
+    def _pin(self, digests: Sequence[str]) -> None:
+        with self.lock:
+            self._pinned.update(digests)
+
+    def _unpin(self, digests: Sequence[str]) -> None:
+        """Release pins; a blob a delete skipped only because it was pinned is removed now, unless the
+        operation's manifest (or another) references it, so a failed create leaves no garbage."""
+        with self.lock:
+            self._pinned.subtract(digests)
+            freed = {d for d in digests if self._pinned[d] <= 0}
+            for digest in freed:
+                del self._pinned[digest]
+            deferred = freed & self._deferred
+            self._deferred -= deferred
+            self._remove_unreferenced(deferred)
+
     # -- writing -----------------------------------------------------------------------------------
     def write_manifest(self, name: ModelName, manifest: Manifest, prune_old: bool = True) -> str:
         """Write ``name``'s manifest atomically and return its digest.
@@ -180,8 +234,9 @@ class ModelStore:
     def _remove_unreferenced(self, candidates: set[str]) -> None:
         if not candidates:
             return
-        in_use = self.referenced_digests()
-        for digest in candidates - in_use:
+        unreferenced = candidates - self.referenced_digests()
+        self._deferred |= unreferenced & set(self._pinned)
+        for digest in unreferenced - set(self._pinned):
             self.blobs.remove(digest)
             self.remove_derived(digest)
 
@@ -193,7 +248,7 @@ class ModelStore:
         now = time.time()
         with self.lock:
             self.blobs.clean_temp_files()
-            in_use = self.referenced_digests()
+            in_use = self.referenced_digests() | set(self._pinned)  # and what in-flight creates hold
             for digest in self.blobs.all_digests():
                 if digest in in_use:
                     continue

@@ -6,6 +6,7 @@ import hashlib
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -227,3 +228,48 @@ def test_bad_json(http: httpx.Client) -> None:
     assert r.status_code == 400
     r = http.post("/api/create", json={"model": 5})
     assert r.status_code == 400 and "cannot unmarshal number" in r.json()["error"]
+
+
+def test_create_and_delete_churn_never_loses_a_layer(client: ollama.Client, server: ServerProcess, tiny_llama_dir: Path) -> None:
+    """8 clients create models FROM one base, each with one of three system prompts, and delete them
+    again: a delete used to collect the system-prompt blob a concurrent create had just found stored,
+    and that create failed with 404 ``blob ... not found`` (809 failures in 40 s)."""
+    client.create(model="churn-base", files=upload_dir(client, tiny_llama_dir))
+    systems = ["You are a pirate.", "You are a poet.", "You answer in French."]
+    deadline = time.monotonic() + 6
+    failures: list[str] = []
+    done: list[int] = []
+
+    def churn(worker: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            name, i = f"churn-{worker}", 0
+            while True:
+                body = {"model": name, "from": "churn-base", "system": systems[(worker + i) % 3], "stream": False}
+                r = http.post("/api/create", json=body)
+                i += 1
+                if r.status_code != 200 or r.json() != {"status": "success"}:
+                    failures.append(f"create {name}: {r.status_code} {r.text}")
+                if time.monotonic() >= deadline:  # each worker's last model stays
+                    break
+                d = http.request("DELETE", "/api/delete", json={"model": name})
+                if d.status_code != 200:
+                    failures.append(f"delete {name}: {d.status_code} {d.text}")
+            done.append(i)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(churn, range(8)))
+    print(f"{sum(done)} creates by 8 clients, {len(failures)} failures")
+    assert not failures, f"{len(failures)} of {sum(done)} creates failed, first: {failures[:3]}"
+    assert sum(done) >= 16
+    for path in (server.models / "manifests").rglob("*"):  # every model left has every blob it references
+        if path.is_file():
+            manifest = json.loads(path.read_bytes())
+            for layer in [manifest["config"], *manifest["layers"]]:
+                assert (server.models / "blobs" / layer["digest"].replace(":", "-")).is_file(), (path, layer)
+    survivors = sorted(m.model or "" for m in client.list().models if (m.model or "").startswith("churn-") and m.model != "churn-base:latest")
+    assert len(survivors) == 8
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        assert http.post("/api/show", json={"model": survivors[0]}).json()["system"] in systems
+    assert client.chat(model=survivors[0], messages=[{"role": "user", "content": "hi"}], options={"num_predict": 2}).done
+    for name in [*survivors, "churn-base"]:
+        client.delete(name)

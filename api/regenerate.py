@@ -156,7 +156,7 @@ EXCHANGES: dict[str, tuple[str, list[dict[str, Any]]]] = {
             post("/api/generate", {"model": SMOLLM2, "prompt": "hi", "format": "yaml"}),
             post("/api/chat", {"model": MINILM, "messages": [{"role": "user", "content": "hi"}]}),
             post("/api/embed", {"model": MINILM, "input": 5}),
-            post("/api/embed", {"model": SMOLLM2, "input": "hi"}),
+            post("/api/embed", {"model": MINILM, "input": "why is the sky blue?", "options": {"num_ctx": 1}}),
             post("/api/create", {"model": "contract-x"}),
             post("/api/copy", {"source": SMOLLM2, "destination": "a/b/c/d/e"}),
             {"request": {"method": "DELETE", "path": "/api/delete", "json": {"model": ".."}}},

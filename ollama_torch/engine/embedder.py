@@ -8,11 +8,21 @@ Concurrent requests are batched together. The model and its tokenizer are used f
 (Hugging Face fast tokenizers must not be reconfigured from several threads at once). Vectors come back
 as the model's pipeline leaves them (its own ``Normalize`` module included, as sentence-transformers does);
 the L2 normalization of ``/api/embed`` is the HTTP layer's business, because ``/api/embeddings`` skips it.
+
+A completion model embeds too, as in Ollama (its embed handlers ask no capability): over the same loaded
+weights, its decoder stack without the LM head gives the final (normed) hidden states, pooled at the last
+token, which is what Ollama's llama.cpp runner returns for a model without a pooling type.
+
+Limits follow Ollama's ``EmbedHandler``: an input may have ``min(num_ctx, the model's maximum)`` tokens,
+its special tokens included, so ``num_ctx`` 3 leaves one token of text between ``[CLS]`` and ``[SEP]``.
+A ``num_ctx`` of 0 or less bounds nothing there, but Ollama's runner then has its minimum context of 4
+tokens, which a longer input cannot be cut to fit. ``num_ctx=None`` (the default) is just the model's maximum.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import logging
 import queue
@@ -25,6 +35,7 @@ import torch
 
 from ..errors import BadRequest, InternalError
 from .loader import LoadedModel
+from .options import MIN_NUM_CTX
 from .pooling import SentencePipeline, read_pipeline
 from .threads import OnDemandThread
 
@@ -33,6 +44,7 @@ log = logging.getLogger(__name__)
 # Ollama's texts (server/routes.go EmbedHandler; llama-server's message for an empty token list).
 TOO_LONG = "the input length exceeds the context length"
 NOTHING_LEFT = "input after truncation exceeds maximum context length"
+CANNOT_TRUNCATE = "input exceeds maximum context length and cannot be truncated further"
 EMPTY_INPUT = "Input content cannot be empty"
 
 # The chunking below trades padding (pure wasted compute: on CPU a forward costs in proportion to its
@@ -53,7 +65,7 @@ class EmbedResult:
 class _Job:
     texts: list[str]
     truncate: bool
-    num_ctx: int
+    num_ctx: int | None
     future: Future[EmbedResult]
 
 
@@ -101,15 +113,26 @@ def _no_grad() -> None:
     torch.set_grad_enabled(False)
 
 
+def hidden_state_module(model: Any) -> Any:
+    """A completion model's decoder stack without its LM head: its ``last_hidden_state`` is the final
+    normed hidden state (llama.cpp's embeddings output), and no logits over the vocabulary are computed."""
+    get_decoder = getattr(model, "get_decoder", None)
+    decoder = get_decoder() if callable(get_decoder) else None
+    return decoder if decoder is not None else model.base_model
+
+
 class Embedder:
     def __init__(self, loaded: LoadedModel, *, max_batch_size: int = 64, max_batch_tokens: int = 16384) -> None:
         self.loaded = loaded
-        self.model = loaded.model
-        self.tokenizer = loaded.tokenizer
+        completion = loaded.kind != "embedding"  # a generation model's weights, embedding as Ollama does
+        self.model = hidden_state_module(loaded.model) if completion else loaded.model
+        # Truncation is state on a fast tokenizer: a completion model's own, shared with its prompt threads,
+        # must not be switched under them, so this thread gets a copy.
+        self.tokenizer = copy.deepcopy(loaded.tokenizer) if completion else loaded.tokenizer
         self.device = loaded.device
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
-        self.decoder = is_decoder(loaded.model.config)
+        self.decoder = completion or is_decoder(loaded.model.config)
         self.pipeline: SentencePipeline = read_pipeline(loaded.model_dir, decoder=self.decoder)
         self.max_length = self._max_length()
         self.special_tokens = int(self.tokenizer.num_special_tokens_to_add(pair=False))
@@ -144,11 +167,12 @@ class Embedder:
             return int(self.pipeline.dense[-1].weight.shape[0])
         return int(self.model.config.get_text_config().hidden_size) * len(self.pipeline.pooling)
 
-    def limit(self, num_ctx: int) -> int:
-        """Tokens an input may have, special tokens included: ``min(num_ctx, the model's maximum)``."""
-        return min(num_ctx, self.max_length) if num_ctx > 0 else self.max_length
+    def limit(self, num_ctx: int | None) -> int:
+        """Tokens an input may have, special tokens included: ``min(num_ctx, the model's maximum)``
+        (``num_ctx`` None or ``<= 0``: the model's maximum, as Ollama's handler)."""
+        return min(num_ctx, self.max_length) if num_ctx is not None and num_ctx > 0 else self.max_length
 
-    def submit(self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int = 0) -> Future[EmbedResult]:
+    def submit(self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int | None = None) -> Future[EmbedResult]:
         future: Future[EmbedResult] = Future()
         if not texts:
             future.set_result(EmbedResult([], 0))
@@ -159,12 +183,12 @@ class Embedder:
         self._thread.wake()
         return future
 
-    async def embed(self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int = 0) -> EmbedResult:
+    async def embed(self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int | None = None) -> EmbedResult:
         """Embed ``texts`` in one batch with whatever else is waiting. Cancelling the awaiting task drops
         the request if the thread has not started on it yet."""
         return await asyncio.wrap_future(self.submit(texts, truncate=truncate, num_ctx=num_ctx))
 
-    def embed_sync(self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int = 0) -> EmbedResult:
+    def embed_sync(self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int | None = None) -> EmbedResult:
         return self.submit(texts, truncate=truncate, num_ctx=num_ctx).result()
 
     def close(self) -> None:
@@ -238,6 +262,9 @@ class Embedder:
         ids: list[list[int]] = [list(x) for x in enc["input_ids"]]
         if any(len(x) > limit for x in ids):
             raise BadRequest(TOO_LONG)
+        if job.num_ctx is not None and job.num_ctx <= 0 and any(len(x) > MIN_NUM_CTX for x in ids):
+            # Ollama's runner (context 4) refuses it; its retry cuts to the batch size, which changes nothing.
+            raise BadRequest(CANNOT_TRUNCATE if job.truncate else TOO_LONG)
         if any(not x for x in ids):
             raise BadRequest(EMPTY_INPUT)
         return ids

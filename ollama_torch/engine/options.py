@@ -17,6 +17,8 @@ from ..options_schema import OPTIONS, REMOVED_OPTIONS, coerce_option, default_op
 
 log = logging.getLogger(__name__)
 
+MIN_NUM_CTX = 4  # Ollama's scheduler never gives a runner a smaller context (sched.go getRunner)
+
 
 @dataclass(frozen=True)
 class GenerationOptions:
@@ -108,7 +110,7 @@ def resolve_options(
     num_ctx = int(opts.pop("num_ctx", 0) or default_num_ctx)
     if model_max_ctx > 0:
         num_ctx = min(num_ctx, model_max_ctx)
-    num_ctx = max(num_ctx, 4)
+    num_ctx = max(num_ctx, MIN_NUM_CTX)
     stop = opts.pop("stop", None) or []
     known = {f for f in GenerationOptions.__dataclass_fields__ if f not in ("num_ctx", "stop", "extra")}
     kwargs = {k: v for k, v in opts.items() if k in known}

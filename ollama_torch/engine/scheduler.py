@@ -48,10 +48,22 @@ class Runner:
     last_used: float = field(default_factory=time.monotonic)
     timer: asyncio.TimerHandle | None = None
     unloading: bool = False
+    embedder: Any = None  # a completion model's Embedder over its weights, made by its first embed request
 
     @property
     def name(self) -> ModelName:
         return self.stored.name
+
+    def embedding_worker(self) -> Any:
+        """What embeds with this runner: an embedding model's own worker; for a completion model an
+        ``Embedder`` over the same loaded weights, made on first use (Ollama embeds with any model)."""
+        if hasattr(self.worker, "embed"):
+            return self.worker
+        if self.embedder is None:
+            from .embedder import Embedder
+
+            self.embedder = Embedder(self.loaded)
+        return self.embedder
 
 
 class Scheduler:
@@ -183,9 +195,11 @@ class Scheduler:
 
     @staticmethod
     def _close_sync(runner: Runner) -> None:
+        if runner.embedder is not None:
+            runner.embedder.close()
         runner.worker.close()
         runner.loaded.cleanup()
-        runner.worker = runner.loaded = None
+        runner.worker = runner.loaded = runner.embedder = None
         gc.collect()
         try:
             import torch

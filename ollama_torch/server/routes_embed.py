@@ -3,8 +3,12 @@
 Ollama's ``EmbedHandler`` (server/routes.go): decode -> model name -> input type -> model lookup ->
 schedule (load) -> empty input answers ``{"model", "embeddings": []}`` -> embed every input -> L2-normalize
 (``dimensions`` truncates, then normalizes again). ``EmbeddingsHandler`` answers one vector as the model
-produces it, without the normalization. Unlike Ollama, a model without the ``embedding`` capability is
-refused before loading, with the text Ollama's capability check uses (``<name> does not support embedding``).
+produces it, without the normalization. Neither asks the model for a capability: a completion model embeds
+too (its last token's final hidden state, see ``engine.embedder``).
+
+``num_ctx`` is taken as Ollama's handler reads it, unclamped: ``/api/embed`` truncates to it (0 or less
+bounds nothing but leaves Ollama's minimum runner context of 4 tokens); the legacy ``/api/embeddings``
+truncates silently to the runner's context, ``max(num_ctx, 4)``.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ..durations import parse_keep_alive
-from ..engine.options import resolve_options
+from ..engine.options import MIN_NUM_CTX, resolve_options
 from ..errors import BadRequest, InternalError, ModelFileNotFound, ModelNotFound, OllamaError
 from ..names import ModelName
+from ..options_schema import coerce_option
 from ..store import StoredModel
 from .app import ENGINE, SETTINGS, STORE
 from .decode import read_json
@@ -36,7 +41,7 @@ INVALID_INPUT = "invalid input type"
 class EmbedWorker(Protocol):
     """What a runner's worker must offer for these routes (``ollama_torch.engine.embedder.Embedder``)."""
 
-    async def embed(self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int = 0) -> Any: ...
+    async def embed(self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int | None = None) -> Any: ...
 
 
 # -- pure helpers ------------------------------------------------------------------------------------
@@ -84,17 +89,20 @@ def _lookup(request: web.Request, model_text: str, *, required: OllamaError) -> 
         raise ModelFileNotFound(model_text) from None
 
 
-def _check_embedding(stored: StoredModel) -> None:
-    if "embedding" not in stored.capabilities:
-        raise BadRequest(f"{stored.name} does not support embedding")
-
-
 def _num_ctx(request: web.Request, stored: StoredModel, options: dict[str, Any]) -> int:
+    """``num_ctx`` as Ollama's embed handler sees it: the request's option, else the model's parameter,
+    else the server's default, not clamped (generation raises it to 4; the handler does not, so num_ctx 3
+    keeps 3 tokens and 1 or 0 are errors). The other options are validated as for generation."""
     settings = request.app[SETTINGS]
-    opts = resolve_options(
-        stored.params, options, default_num_ctx=settings.default_num_ctx, model_max_ctx=stored.config.context_length
-    )
-    return opts.num_ctx
+    without = lambda opts: {k: v for k, v in opts.items() if k != "num_ctx"}  # noqa: E731
+    resolve_options(without(stored.params), without(options), default_num_ctx=settings.default_num_ctx)
+    for source in (options, stored.params):
+        if source.get("num_ctx") is not None:
+            try:
+                return int(coerce_option("num_ctx", source["num_ctx"]))
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
+    return settings.default_num_ctx
 
 
 def _engine(request: web.Request) -> EngineService:
@@ -116,9 +124,11 @@ async def _acquire(engine: EngineService, stored: StoredModel, keep_alive: float
 
 
 def _worker(runner: Any, stored: StoredModel) -> EmbedWorker:
-    worker = getattr(runner, "worker", None)
+    """The runner's embedding worker (a completion model's is made over its weights on first use)."""
+    make = getattr(runner, "embedding_worker", None)
+    worker = make() if callable(make) else getattr(runner, "worker", None)
     if worker is None or not hasattr(worker, "embed"):
-        raise InternalError(f"{stored.name} was loaded as a text-generation model and cannot embed")
+        raise InternalError(f"{stored.name} cannot embed")
     embed_worker: EmbedWorker = worker
     return embed_worker
 
@@ -138,7 +148,6 @@ async def embed(request: web.Request) -> web.Response:
         raise BadRequest("invalid model name")
     texts = parse_input(fields.raw("input"))
     stored = _lookup(request, model_text, required=ModelNotFound(""))
-    _check_embedding(stored)
     num_ctx = _num_ctx(request, stored, options)
 
     engine = _engine(request)
@@ -175,8 +184,7 @@ async def embeddings(request: web.Request) -> web.Response:
     options = fields.dict("options")
     keep_alive = parse_keep_alive(fields.raw("keep_alive"))
     stored = _lookup(request, model_text, required=BadRequest("model is required"))
-    _check_embedding(stored)
-    num_ctx = _num_ctx(request, stored, options)
+    num_ctx = max(_num_ctx(request, stored, options), MIN_NUM_CTX)  # the runner's context
 
     engine = _engine(request)
     runner, _ = await _acquire(engine, stored, keep_alive)

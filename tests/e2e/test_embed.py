@@ -21,7 +21,9 @@ import httpx
 import numpy as np
 import ollama
 import pytest
+import torch
 
+from tests.e2e.conftest import upload_dir
 from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -206,12 +208,106 @@ def test_missing_body(http: httpx.Client) -> None:
         assert (r.status_code, r.json()) == (400, {"error": "missing request body"})
 
 
-# -- capabilities ------------------------------------------------------------------------------------
-def test_completion_model_does_not_embed(http: httpx.Client, smollm2: str) -> None:
-    expected = {"error": "registry.ollama.ai/library/smollm2:135m does not support embedding"}
-    for path, body in (("/api/embed", {"model": smollm2, "input": "hello"}), ("/api/embeddings", {"model": smollm2, "prompt": "hello"})):
+# -- Ollama's integration/embed_test.go -----------------------------------------------------------------
+SKY = "why is the sky blue?"
+
+
+def test_ollama_embed_and_batch_counts(http: httpx.Client, minilm: str) -> None:
+    """runAllMiniLMEmbed, runAllMiniLMBatchEmbed, runAllMiniLMEmbeddings."""
+    one = post(http, "/api/embed", {"model": minilm, "input": SKY}).json()
+    assert len(one["embeddings"]) == 1 and len(one["embeddings"][0]) == 384 and one["prompt_eval_count"] == 8
+    two = post(http, "/api/embed", {"model": minilm, "input": [SKY, "why is the grass green?"]}).json()
+    assert len(two["embeddings"]) == 2 and two["prompt_eval_count"] == 16
+    assert len(post(http, "/api/embeddings", {"model": minilm, "prompt": SKY}).json()["embedding"]) == 384
+
+
+EMBED_TRUNCATE_CASES = [  # runAllMiniLMEmbedTruncate: (name, extra request fields, status, error or None)
+    ("target truncation", {"input": "why"}, 200, None),
+    ("default truncate", {"input": SKY, "options": {"num_ctx": 3}}, 200, None),
+    ("explicit truncate", {"input": SKY, "truncate": True, "options": {"num_ctx": 3}}, 200, None),
+    ("truncate error", {"input": SKY, "truncate": False, "options": {"num_ctx": 3}}, 400, "the input length exceeds the context length"),
+    ("num_ctx 1", {"input": SKY, "truncate": True, "options": {"num_ctx": 1}}, 400, "input after truncation exceeds maximum context length"),
+    ("num_ctx 0", {"input": SKY, "truncate": True, "options": {"num_ctx": 0}}, 400, "input exceeds maximum context length and cannot be truncated further"),
+    ("boundary truncation", {"input": "why is the sky blue? Why is the sky blue? hi there my", "options": {"num_ctx": 16}}, 200, None),
+]
+
+
+@pytest.mark.parametrize(("name", "fields", "status", "error"), EMBED_TRUNCATE_CASES, ids=[c[0] for c in EMBED_TRUNCATE_CASES])
+def test_ollama_embed_truncate(http: httpx.Client, minilm: str, name: str, fields: dict[str, Any], status: int, error: str | None) -> None:
+    want = post(http, "/api/embed", {"model": minilm, "input": "why"}).json()
+    assert want["prompt_eval_count"] == 3  # [CLS] why [SEP]
+    r = post(http, "/api/embed", {"model": minilm, **fields})
+    if error is not None:
+        assert (r.status_code, r.json()) == (status, {"error": error})
+        return
+    assert r.status_code == 200, r.text
+    got = r.json()
+    num_ctx = fields.get("options", {}).get("num_ctx")
+    if num_ctx == 3:  # num_ctx counts [CLS] and [SEP]: "why" is all that is left
+        assert got["prompt_eval_count"] == 3
+        assert cosines(got["embeddings"], np.asarray(want["embeddings"]))[0] >= 0.999
+    elif num_ctx is not None:
+        assert got["prompt_eval_count"] == num_ctx
+    else:
+        assert cosines(got["embeddings"], np.asarray(want["embeddings"]))[0] >= 0.999
+
+
+def test_ollama_embed_truncation_batch_and_status_codes(http: httpx.Client, minilm: str) -> None:
+    """runEmbedTruncation, runEmbedStatusCode and runEmbedLargeInput."""
+    r = post(http, "/api/embed", {"model": minilm, "input": ["short", "long " * 100, "medium text"], "truncate": True, "options": {"num_ctx": 30}})
+    assert r.status_code == 200 and len(r.json()["embeddings"]) == 3 and r.json()["prompt_eval_count"] <= 90
+    base = post(http, "/api/embed", {"model": minilm, "input": "test"}).json()["prompt_eval_count"]
+    assert post(http, "/api/embed", {"model": minilm, "input": ["test"] * 3}).json()["prompt_eval_count"] == 3 * base
+    long_input = "very long input " * 100
+    for body_input in (long_input, ["short input", long_input, "another short input"]):
+        r = post(http, "/api/embed", {"model": minilm, "input": body_input, "truncate": False, "options": {"num_ctx": 10}})
+        assert r.status_code == 400 and "context length" in r.json()["error"]
+    for words in (256, 512, 800):
+        r = post(http, "/api/embed", {"model": minilm, "input": " ".join(["word"] * words)})
+        assert r.status_code == 200 and len(r.json()["embeddings"][0]) == 384
+
+
+# -- completion models ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_completion(client: ollama.Client, tiny_llama_bos_dir: Path) -> str:
+    client.create(model="tiny-embed-causal", files=upload_dir(client, tiny_llama_bos_dir))
+    return "tiny-embed-causal:latest"
+
+
+def test_completion_model_embeds_as_ollama(client: ollama.Client, http: httpx.Client, tiny_completion: str, tiny_llama_bos_dir: Path) -> None:
+    """Ollama asks no capability for /api/embed or /api/embeddings: a completion model answers with its
+    last token's final hidden state (llama.cpp's embedding for a model without a pooling type), from the
+    weights its generation runner already holds (we answered 400 "does not support embedding")."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_bos_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama_bos_dir))
+    texts = SENTENCES[:4]
+    ref = []
+    for text in texts:
+        ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            ref.append(model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0, -1].numpy())
+    assert "embedding" not in (client.show(tiny_completion).capabilities or [])
+    client.generate(model=tiny_completion, prompt="hello", options={"num_predict": 2})  # its generation runner
+    body = post(http, "/api/embed", {"model": tiny_completion, "input": texts}).json()
+    assert len(body["embeddings"]) == 4 and len(body["embeddings"][0]) == model.config.hidden_size
+    assert min(cosines(body["embeddings"], np.asarray(ref))) >= 0.9999
+    assert np.allclose(np.linalg.norm(np.asarray(body["embeddings"]), axis=1), 1.0, atol=1e-6)
+    assert body["prompt_eval_count"] == sum(len(tokenizer(t)["input_ids"]) for t in texts)  # BOS included
+    legacy = post(http, "/api/embeddings", {"model": tiny_completion, "prompt": texts[0]}).json()["embedding"]
+    assert np.allclose(legacy, ref[0], atol=1e-4)  # not normalized
+    ps = [m["model"] for m in http.get("/api/ps").json()["models"]]
+    assert ps.count(tiny_completion) == 1
+    assert client.chat(model=tiny_completion, messages=[{"role": "user", "content": "hi"}], options={"num_predict": 3}).done
+
+
+def test_demo_completion_model_embeds(http: httpx.Client, smollm2: str) -> None:
+    for path, body, key in (("/api/embed", {"model": smollm2, "input": "hello"}, "embeddings"), ("/api/embeddings", {"model": smollm2, "prompt": "hello"}, "embedding")):
         r = post(http, path, body)
-        assert (r.status_code, r.json()) == (400, expected), path
+        assert r.status_code == 200, r.text
+        vector = r.json()[key][0] if key == "embeddings" else r.json()[key]
+        assert len(vector) == 576 and all(math.isfinite(v) for v in vector)
 
 
 def test_embedding_model_does_not_generate(http: httpx.Client, minilm: str) -> None:

@@ -29,7 +29,7 @@ from ollama_torch.engine.pooling import (
 )
 from ollama_torch.errors import BadRequest, InternalError
 from ollama_torch.server.routes_embed import normalize, parse_input, shape_vector
-from tests.tiny_fixtures import tiny_bert_dir, tiny_llama_dir  # noqa: F401
+from tests.tiny_fixtures import tiny_bert_dir, tiny_llama_bos_dir, tiny_llama_dir  # noqa: F401
 
 # hidden: [B=2, T=3, H=2]; row 0 has 2 real tokens (right padding), row 1 has 3.
 HIDDEN = torch.tensor([[[1.0, 2.0], [3.0, 6.0], [100.0, 100.0]], [[1.0, -1.0], [2.0, 0.0], [3.0, 4.0]]])
@@ -222,13 +222,16 @@ def test_is_decoder() -> None:
 
 
 # -- the Embedder against SentenceTransformer on tiny models --------------------------------------------
-def make_embedder(directory: Path, **kwargs: Any) -> Embedder:
-    from transformers import AutoModel, AutoTokenizer
+def make_embedder(directory: Path, *, kind: str = "embedding", **kwargs: Any) -> Embedder:
+    """An Embedder over ``directory`` loaded as the loader loads it: ``AutoModel`` for an embedding model,
+    ``AutoModelForCausalLM`` (``kind="causal"``) for a completion model."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModel.from_pretrained(str(directory), dtype=torch.float32).eval()
+    auto: Any = AutoModel if kind == "embedding" else AutoModelForCausalLM
+    model = auto.from_pretrained(str(directory), dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     loaded = LoadedModel(
-        name=directory.name, model=model, tokenizer=tokenizer, kind="embedding", device=torch.device("cpu"),
+        name=directory.name, model=model, tokenizer=tokenizer, kind=kind, device=torch.device("cpu"),
         dtype=torch.float32, eos_ids=frozenset(), pad_token_id=int(tokenizer.pad_token_id or 0), vocab_size=len(tokenizer),
         context_length=int(model.config.max_position_embeddings), batchable=False, size_bytes=0, model_dir=directory,
     )
@@ -361,5 +364,52 @@ def test_decoder_with_left_padding_pools_only_real_tokens(tiny_llama_dir: Path, 
         alone = torch.tensor([embedder.embed_sync([t]).vectors[0] for t in TEXTS])
         assert torch.isfinite(batch).all()
         assert torch.allclose(batch, alone, atol=1e-5)
+    finally:
+        embedder.close()
+
+
+def test_num_ctx_counts_special_tokens_as_ollamas_handler(tiny_bert_dir: Path) -> None:  # noqa: F811
+    """Ollama's EmbedHandler: num_ctx 3 keeps one token of text between [CLS] and [SEP] (we kept 4: the
+    generation options raised num_ctx to 4); 1 leaves no room; 0 bounds nothing, but the runner's context
+    is then Ollama's minimum of 4 tokens, which a longer input cannot be cut to fit."""
+    embedder = make_embedder(tiny_bert_dir)
+    try:
+        sentence = "the sky is blue because of rayleigh scattering"
+        cut = embedder.embed_sync([sentence], num_ctx=3)
+        word = embedder.embed_sync(["the"])  # one token in this vocabulary
+        assert cut.prompt_eval_count == word.prompt_eval_count == 3
+        assert torch.allclose(torch.tensor(cut.vectors), torch.tensor(word.vectors), atol=1e-6)
+        for num_ctx in (1, 2):
+            with pytest.raises(BadRequest, match=r"^input after truncation exceeds maximum context length$"):
+                embedder.embed_sync([sentence], num_ctx=num_ctx)
+        with pytest.raises(BadRequest, match=r"^input exceeds maximum context length and cannot be truncated further$"):
+            embedder.embed_sync([sentence], num_ctx=0)
+        with pytest.raises(BadRequest, match=r"^the input length exceeds the context length$"):
+            embedder.embed_sync([sentence], num_ctx=0, truncate=False)
+        with pytest.raises(BadRequest, match=r"^the input length exceeds the context length$"):
+            embedder.embed_sync([sentence], num_ctx=3, truncate=False)
+        assert embedder.embed_sync(["the"], num_ctx=0).prompt_eval_count == 3  # fits the runner's 4
+        assert embedder.embed_sync([sentence], num_ctx=None).prompt_eval_count == len(embedder.tokenizer(sentence)["input_ids"])
+    finally:
+        embedder.close()
+
+
+def test_completion_model_embeds_its_last_tokens_final_hidden_state(tiny_llama_bos_dir: Path) -> None:  # noqa: F811
+    """What Ollama's llama.cpp runner returns for a model without a pooling type: the last token's hidden
+    state after the final norm (no LM head), from the same loaded causal-LM weights; batches are exact."""
+    embedder = make_embedder(tiny_llama_bos_dir, kind="causal")
+    try:
+        causal = embedder.loaded.model
+        assert embedder.model is causal.model and embedder.decoder and embedder.pipeline.pooling == ("lasttoken",)
+        assert embedder.dimension == causal.config.hidden_size
+        assert embedder.tokenizer is not embedder.loaded.tokenizer  # its truncation state is its own
+        batch = embedder.embed_sync(TEXTS)
+        for text, vector in zip(TEXTS, batch.vectors, strict=True):
+            ids = embedder.tokenizer(text, return_tensors="pt")["input_ids"]
+            assert ids[0, 0] == embedder.tokenizer.bos_token_id  # the tokenizer's BOS, as llama.cpp adds it
+            with torch.inference_mode():
+                ref = causal(input_ids=ids, output_hidden_states=True).hidden_states[-1][0, -1]
+            assert torch.allclose(torch.tensor(vector), ref, atol=1e-5)
+        assert batch.prompt_eval_count == sum(len(embedder.tokenizer(t)["input_ids"]) for t in TEXTS)
     finally:
         embedder.close()

@@ -146,6 +146,8 @@ def build_grammar(schema_text: str, style: JsonStyle, *, validate: bool, client_
             return grammar
         is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar)
     except ValueError as exc:  # llguidance's own argument checks
+        if _TOO_DEEP.search(str(exc)):
+            raise BadRequest(translate_error(str(exc), schema_text, client_text)) from None
         raise BadRequest(f"invalid JSON schema in format: {exc}") from exc
     if is_error:
         raise BadRequest(translate_error(messages[0] if messages else "unknown error", schema_text, client_text))
@@ -157,12 +159,17 @@ _UNKNOWN_FORMAT = re.compile(r"Unknown format: (.*)")
 _REMOTE = re.compile(r"Resource '([^']*)' is not present")
 _POINTER = re.compile(r"Pointer '([^']*)' does not exist")
 _INVALID_PREFIXES = ("Invalid", "Expected", "schema must be", "Unsatisfiable", "Unknown type")
+# llguidance reads JSON with serde_json, which refuses more than 128 nested arrays/objects
+_TOO_DEEP = re.compile(r"recursion limit exceeded")
+READER_DEPTH = 128
 
 
 def translate_error(message: str, schema_text: str, client_text: str | None = None) -> str:
     """llguidance's error text -> the 400 message a client sees, naming the keyword and where it is."""
     first = message.strip().splitlines()[0] if message.strip() else message
     prefix = "unsupported JSON schema in format: "
+    if _TOO_DEEP.search(first):
+        return f"{prefix}it nests arrays and objects deeper than the grammar engine reads ({READER_DEPTH} levels)"
     if m := _UNIMPLEMENTED.match(first):
         keys = json.loads(f"[{m.group(1)}]")
         names = ", ".join(f'"{k}"' for k in keys)

@@ -3,6 +3,12 @@
 Unknown fields are ignored; a value of the wrong JSON type is a 400 with Go's message
 (``json: cannot unmarshal number into Go struct field GenerateRequest.prompt of type string``);
 an empty body is ``missing request body``; ``null`` means "not given".
+
+Arrays and objects may nest at most :data:`MAX_DEPTH` levels. Go's decoder allows 10000 (its stacks grow);
+Python's decoder, and everything after it that walks a value (the lone-surrogate pass here, schema
+handling, templates, the ``/v1`` re-encoding), recurses with a default limit of 1000 frames, so a deeper
+body was a ``RecursionError`` (500). :func:`check_depth` measures the nesting with a linear scan that does
+not recurse, before anything else runs, and answers a deeper body with Go's 400 text for it.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import builtins
 import json
 import re
+from itertools import accumulate
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +24,15 @@ from aiohttp import web
 from ..errors import BadRequest
 
 _MISSING = object()
+
+# 256 levels: far more than real requests use (a pydantic schema nests a few levels per model, OpenAI caps
+# structured-output schemas at 10 object levels), twice the 128 that llguidance's reader (serde_json) takes
+# in a schema, and well under Python's 1000 frames even where later code spends 2-3 frames per level
+# (measured: the templates and the surrogate pass first failed at about 400 levels). Go allows 10000.
+MAX_DEPTH = 256
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_CHUNK = 1 << 16  # brackets scanned per step, so a deep body is refused after its first chunk
 
 
 def json_kind(value: Any) -> str:
@@ -43,9 +59,12 @@ def parse_body(body: bytes, struct: str) -> Fields:
     if not body.strip():
         raise BadRequest("missing request body")
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
+        text = body.decode(json.detect_encoding(body), "surrogatepass")  # as json.loads decodes bytes
     except UnicodeDecodeError:
         raise BadRequest("invalid character in request body") from None
+    check_depth(text)
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise BadRequest(_json_syntax_message(body, exc)) from None
     except _NotJSON as exc:
@@ -54,6 +73,30 @@ def parse_body(body: bytes, struct: str) -> Fields:
     if not isinstance(data, dict):
         raise BadRequest(f"json: cannot unmarshal {json_kind(data)} into Go value of type api.{struct}")
     return Fields(data, struct)
+
+
+def check_depth(text: str) -> None:
+    """400 when arrays and objects in ``text`` nest deeper than :data:`MAX_DEPTH`, with Go's message for it.
+
+    Linear, without recursion, and in C-speed string operations for all but the brackets: text with no
+    more openers than the limit is done after two counts; otherwise the strings are cut out (escaped
+    backslashes, then escaped quotes removed, then every other piece between quotes kept) and the
+    brackets left are counted. Only the depth is checked here; whether the text is JSON is the decoder's
+    business.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    outside = "".join(text.replace("\\\\", "").replace('\\"', "").split('"')[::2])
+    brackets = _NOT_BRACKET.sub("", outside)
+    depth = 0
+    for start in range(0, len(brackets), _CHUNK):
+        chunk = brackets[start : start + _CHUNK]
+        levels = list(accumulate(map(_STEP.__getitem__, chunk), initial=depth))
+        if max(levels) > MAX_DEPTH:
+            ch = chunk[next(i for i, level in enumerate(levels[1:]) if level > MAX_DEPTH)]
+            raise BadRequest(f"invalid character {ch!r} exceeded max depth (arrays and objects nest at most "
+                             f"{MAX_DEPTH} levels here)")
+        depth = levels[-1]
 
 
 class _NotJSON(ValueError):

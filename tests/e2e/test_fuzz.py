@@ -113,9 +113,22 @@ NAMES = st.one_of(
     st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.:/", max_size=30),
     st.text(max_size=20),
 )
+DEEP_FIELDS = ["context", "format", "options", "messages", "tools", "input", "parameters", "response_format", "x"]
+MAX_DEPTH = 256  # ollama_torch.server.decode.MAX_DEPTH
+
+
+def deep_body(field: str, depth: int, model: str = "fuzz-deep") -> bytes:
+    """``{"model": model, field: [[[...]]]}``, nested ``depth`` levels in all (written as text: json.dumps of
+    such a value would itself recurse too deep). Not a served model, in case one is under the limit."""
+    inner = depth - 1
+    return f'{{"model": "{model}", "{field}": {"[" * inner}{"]" * inner}}}'.encode()
+
+
 RAW_BODIES = st.one_of(
     st.sampled_from([b"", b" ", b"{", b"[", b"}", b'{"model":', b'{"model": "tiny"', b"{}{}", b"null", b"\xff\xfe", b"\x00"]),
     st.binary(max_size=64),
+    # past the depth limit (under it these are real requests, and raw bodies are not steered: see sanitize)
+    st.builds(deep_body, st.sampled_from(DEEP_FIELDS), st.integers(MAX_DEPTH + 1, 20_000)),
 )
 
 
@@ -591,3 +604,92 @@ def test_quantize_an_embedding_model(fuzz: Fuzz) -> None:
     body = {"model": "fuzz-quantized-embed", "from": TINY_EMBED, "quantize": "q8_0", "stream": False}
     response = fuzz.send("POST", "/api/create", json.dumps(body).encode())
     assert response["status"] in (200, 400), response
+
+
+# -- nesting: any depth is a 400 before anything recursive runs; what the limit lets through never 500s -------
+TOO_DEEP = re.compile(r"invalid character '[\[{]' exceeded max depth \(arrays and objects nest at most 256 levels here\)")
+
+
+def _nested_schema(levels: int) -> dict[str, Any]:
+    """An object schema whose property ``a`` is an object schema ... ``levels`` times, a string at the bottom."""
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
+@pytest.mark.parametrize(("method", "path"), JSON_OPERATIONS, ids=[f"{m} {p}" for m, p in JSON_OPERATIONS])
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 100_000])
+def test_deeply_nested_body(fuzz: Fuzz, method: str, path: str, depth: int) -> None:
+    """Was a 500 RecursionError (from about 500 levels) on every endpoint that decodes a JSON body."""
+    response = fuzz.send(method, path, deep_body("x", depth))
+    assert response["status"] == 400, response
+    message = contract.error_message(response) or ""
+    assert TOO_DEEP.fullmatch(message) and contract.message_documented(method, path, 400, message), message
+
+
+@pytest.mark.parametrize(("path", "field", "body"), [
+    ("/api/generate", "context", {"prompt": "hi"}),
+    ("/api/generate", "format", {"prompt": "hi"}),
+    ("/api/generate", "options", {"prompt": "hi"}),
+    ("/api/chat", "messages", {}),
+    ("/api/chat", "format", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("/api/chat", "tools", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("/api/create", "parameters", {"from": TINY}),
+    ("/api/create", "messages", {"from": TINY}),
+    ("/v1/chat/completions", "messages", {}),
+    ("/v1/chat/completions", "tools", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/chat/completions", "response_format", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/completions", "prompt", {}),
+    ("/v1/embeddings", "input", {}),
+])
+def test_deeply_nested_field(fuzz: Fuzz, path: str, field: str, body: dict[str, Any]) -> None:
+    model = "fuzz-deep" if path == "/api/create" else TINY_EMBED if "embed" in path else TINY
+    inner = 10_000
+    head = json.dumps({"model": model, "stream": False, **body})[:-1]
+    raw = f'{head}, "{field}": {"[" * inner}{"]" * inner}}}'.encode()
+    response = fuzz.send("POST", path, raw)
+    assert response["status"] == 400, response
+    assert TOO_DEEP.fullmatch(contract.error_message(response) or "")
+
+
+def test_deeply_nested_openai_tool_call_arguments(fuzz: Fuzz) -> None:
+    """The ``arguments`` string of an OpenAI tool call is JSON of its own, decoded by the translation."""
+    def body(depth: int) -> bytes:
+        arguments = '{"a":' * depth + "1" + "}" * depth
+        call = {"id": "1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+        messages = [{"role": "assistant", "content": "", "tool_calls": [call]}, {"role": "user", "content": "hi"}]
+        return json.dumps({"model": TINY_TOOLS, "max_tokens": 1, "messages": messages}).encode()
+
+    refused = fuzz.send("POST", "/v1/chat/completions", body(100_000))
+    assert refused["status"] == 400 and TOO_DEEP.fullmatch(contract.error_message(refused) or ""), refused
+    answered = fuzz.send("POST", "/v1/chat/completions", body(MAX_DEPTH - 10))
+    assert answered["status"] == 200, answered
+
+
+def test_deep_values_under_the_limit_do_not_fail_further_down(fuzz: Fuzz) -> None:
+    """Bodies at the limit reach the Go template engine (tools, tool-call arguments), the grammar (format)
+    and the /v1 re-encoding without a 500: they are answered, or refused with a 400 that says why."""
+    levels = (MAX_DEPTH - 8) // 2  # the schema sits inside tools[0].function.parameters
+    tools = [{"type": "function", "function": {"name": "f", "parameters": _nested_schema(levels)}}]
+    args: Any = 1
+    for _ in range(MAX_DEPTH - 8):
+        args = {"a": args}
+    deep_call = {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": args}}]}
+    hi = [{"role": "user", "content": "hi"}]
+    options = {"num_predict": 2}
+    for path, body in [
+        ("/api/chat", {"model": TINY_TOOLS, "messages": hi, "tools": tools, "options": options}),
+        ("/api/chat", {"model": TINY_TOOLS, "messages": [deep_call, *hi], "options": options}),
+        ("/v1/chat/completions", {"model": TINY_TOOLS, "messages": hi, "tools": tools, "max_tokens": 2}),
+        ("/api/generate", {"model": TINY, "prompt": "hi", "format": _nested_schema(40), "options": options}),
+    ]:
+        raw = json.dumps({**body, "stream": False}).encode()
+        response = fuzz.send("POST", path, raw)
+        assert response["status"] == 200, (path, response)
+    # deeper than llguidance reads a schema (serde_json's 128 levels): a 400 that says so
+    body = {"model": TINY, "prompt": "hi", "stream": False, "format": _nested_schema(levels), "options": options}
+    response = fuzz.send("POST", "/api/generate", json.dumps(body).encode())
+    assert response["status"] == 400, response
+    assert re.fullmatch(r"unsupported JSON schema in format: it nests arrays and objects deeper than the grammar "
+                        r"engine reads \(\d+ levels\)", contract.error_message(response) or ""), response

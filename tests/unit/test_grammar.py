@@ -44,6 +44,14 @@ INVALID = '; expected "json" or a valid JSON Schema object'
 UNSUPPORTED = "unsupported JSON schema in format: "
 
 
+def nested_schema(levels: int) -> dict[str, Any]:
+    """``levels`` object schemas, each the ``a`` property of the one above (2 JSON levels each)."""
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
 @pytest.fixture(scope="module")
 def compiler(smollm2_gguf: Path) -> GrammarCompiler:
     return make_compiler(smollm2_gguf)
@@ -127,6 +135,8 @@ def test_invalid_format_values(value: object, message: str) -> None:
         ({"type": "strin"}, "invalid JSON schema in format: Invalid type: strin"),
         ({"type": "string", "minLength": "3"},
          "invalid JSON schema in format: Expected positive integer for 'minLength', got \"3\""),
+        # deeper than llguidance's JSON reader goes (was "recursion limit exceeded at line 1 column 2236")
+        (nested_schema(62), UNSUPPORTED + "it nests arrays and objects deeper than the grammar engine reads (128 levels)"),
         # llguidance's own options block cannot switch on lenient mode (it would drop "not")
         ({"x-guidance": {"lenient": True}, "not": {"type": "null"}},
          UNSUPPORTED + 'keyword "not" is not supported (at #)'),

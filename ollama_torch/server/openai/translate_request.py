@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import BadRequest
-from ..decode import Fields, json_kind, parse_body
+from ..decode import Fields, check_depth, json_kind, parse_body
 
 CHAT = "ChatCompletionRequest"
 COMPLETION = "CompletionRequest"
@@ -71,7 +71,9 @@ def decode(body: bytes, struct: str) -> Fields:
     if not body.strip():
         raise BadRequest("EOF")
     try:
-        data = json.loads(body)
+        text = body.decode(json.detect_encoding(body), "surrogatepass")  # as json.loads decodes bytes
+        check_depth(text)  # before anything recursive (the decoder, the re-encoding for the native handler)
+        data = json.loads(text)
     except ValueError:
         return parse_body(body, struct)  # raises with Go's syntax-error text
     if not isinstance(data, dict):
@@ -179,6 +181,7 @@ def tool_calls_to_native(calls: list[Any]) -> list[dict[str, Any]]:
         name = function.str("name") if function is not None else ""
         arguments = function.str("arguments") if function is not None else ""
         try:
+            check_depth(arguments)  # a JSON document of its own, decoded here
             args = json.loads(arguments)
         except ValueError:
             raise BadRequest("invalid tool call arguments") from None

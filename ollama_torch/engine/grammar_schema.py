@@ -2,7 +2,7 @@
 
 llguidance (strict mode) already refuses the keywords it does not implement (``not``, ``if``/``then``,
 ``uniqueItems``, ``contains``, ``propertyNames``, ``dependencies``, ``unevaluated*``, overlapping ``oneOf``,
-unknown ``format``s, remote ``$ref``s...). Three adjustments live here, all torch-free:
+unknown ``format``s, remote ``$ref``s...). Four adjustments live here, all torch-free:
 
 1. *No-op keywords are removed* so that schemas using them are not refused for nothing. Each removal is a
    rule of JSON Schema itself: ``uniqueItems: false``; ``minContains``/``maxContains`` without ``contains``;
@@ -21,6 +21,10 @@ unknown ``format``s, remote ``$ref``s...). Three adjustments live here, all torc
    ``minProperties: 2`` in the grammar yet parses to one property. With at most one forced extra key the
    count after parsing is still right, so those schemas are kept.
 
+4. *Objects closed by default*: an object schema listing ``properties`` with no word on
+   ``additionalProperties`` gets ``additionalProperties: false``, as llama.cpp (Ollama's engine) reads it;
+   which ones, and why not those combined with other schemas, is ``grammar_closed``'s.
+
 Walking is conservative: the values of unknown keywords are treated as schemas too (they may be ``$ref``
 targets, e.g. OpenAPI's ``components``), and only ``enum``/``const``/``default``/``examples`` are data.
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, cast
 
+from ollama_torch.engine.grammar_closed import closed_objects
 from ollama_torch.engine.grammar_regex import FORMAT_PATTERNS, portable_pattern
 from ollama_torch.errors import BadRequest
 
@@ -47,12 +52,12 @@ def normalise_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema the grammar enforces: a copy with no-op keywords dropped and patterns/formats made exact;
     :class:`BadRequest` for what llguidance would loosen."""
     root = {k: v for k, v in schema.items() if k != "x-guidance"}
-    return cast(dict[str, Any], _normalise(root, "#"))
+    return cast(dict[str, Any], _normalise(root, "#", closed_objects(root)))
 
 
-def _normalise(node: object, path: str) -> object:
+def _normalise(node: object, path: str, closed: set[str]) -> object:
     if isinstance(node, list):
-        return [_normalise(item, f"{path}/{i}") for i, item in enumerate(node)]
+        return [_normalise(item, f"{path}/{i}", closed) for i, item in enumerate(node)]
     if not isinstance(node, dict):
         return node
     out: dict[str, Any] = {}
@@ -62,9 +67,11 @@ def _normalise(node: object, path: str) -> object:
             out[key] = value
         elif key in _SCHEMA_MAPS and isinstance(value, dict):
             rename = portable_pattern if key == "patternProperties" else _same
-            out[key] = {rename(name): _normalise(v, f"{sub}/{_escape(name)}") for name, v in value.items()}
+            out[key] = {rename(name): _normalise(v, f"{sub}/{_escape(name)}", closed) for name, v in value.items()}
         else:
-            out[key] = _normalise(value, sub)
+            out[key] = _normalise(value, sub, closed)
+    if path in closed:
+        out["additionalProperties"] = False
     if isinstance(out.get("pattern"), str):
         out["pattern"] = portable_pattern(out["pattern"])
     _exact_format(out)

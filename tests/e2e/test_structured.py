@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import ollama
@@ -63,12 +63,35 @@ class Country(BaseModel):
     languages: list[str] = Field(max_length=3)
 
 
+class BoundedCountry(BaseModel):
+    """``Country`` with every string bounded, so that random weights end too."""
+
+    name: str = Field(max_length=20)
+    capital: str = Field(max_length=20)
+    languages: list[Annotated[str, Field(max_length=12)]] = Field(max_length=3)
+
+
 def test_pydantic_model_round_trips(client: ollama.Client, smollm2: str) -> None:
     r = client.chat(model=smollm2, messages=[{"role": "user", "content": "Tell me about Canada."}],
                     format=Country.model_json_schema(), options={"temperature": 0, "num_predict": 80})
     assert r.done_reason == "stop"
     country = Country.model_validate_json(r.message.content or "")
     assert country.name and len(country.languages) <= 3
+    assert list(json.loads(r.message.content or "")) == list(Country.model_fields)  # no keys of its own
+
+
+def test_object_schemas_take_only_their_listed_keys(server: ServerProcess, tiny: str) -> None:
+    """A schema listing ``properties`` without ``additionalProperties`` (every pydantic model) gets exactly
+    those keys, as llama.cpp reads it: random weights added keys of their own before (JSON Schema allows
+    them), the way a small model wrote extra ``country``/``capital_city`` keys and looped to ``length``."""
+    schema = BoundedCountry.model_json_schema()
+    with httpx.Client(base_url=server.url, timeout=300) as http:
+        for seed in range(4):
+            body = {"model": tiny, "messages": [{"role": "user", "content": "Canada?"}], "format": schema,
+                    "stream": False, "options": {"seed": seed, "num_predict": 400}}
+            data = http.post("/api/chat", json=body).json()
+            assert data["done_reason"] == "stop", data
+            assert list(json.loads(data["message"]["content"])) == ["name", "capital", "languages"], data
 
 
 def test_stream_and_non_stream_agree_for_a_seed(client: ollama.Client, smollm2: str) -> None:

@@ -154,7 +154,8 @@ def test_refused_schemas(schema: dict[str, Any], message: str) -> None:
     [
         ({}, {}),
         ({"type": "object", "properties": {"b": {"type": "integer"}, "a": {"type": "string"}}},
-         {"type": "object", "properties": {"b": {"type": "integer"}, "a": {"type": "string"}}}),
+         {"type": "object", "properties": {"b": {"type": "integer"}, "a": {"type": "string"}},
+          "additionalProperties": False}),
         ({"type": "array", "uniqueItems": False}, {"type": "array"}),
         ({"type": "array", "minContains": 2}, {"type": "array"}),
         ({"if": {"type": "string"}, "type": "string"}, {"type": "string"}),
@@ -166,7 +167,7 @@ def test_refused_schemas(schema: dict[str, Any], message: str) -> None:
          {"type": "object", "minProperties": 2, "required": ["a"]}),
         # a property *named* like a no-op keyword is a property, not a keyword
         ({"properties": {"if": {"type": "string"}, "uniqueItems": False}},
-         {"properties": {"if": {"type": "string"}, "uniqueItems": False}}),
+         {"properties": {"if": {"type": "string"}, "uniqueItems": False}, "additionalProperties": False}),
         ({"type": "string", "pattern": "^a.b\\s$"},
          {"type": "string", "pattern": "^a[^\\n\\r\\u2028\\u2029]b[\\t\\n\\x0B\\x0C\\r \\xA0\\u1680\\u2000-\\u200A"
                                        "\\u2028\\u2029\\u202F\\u205F\\u3000]$"}),

@@ -15,11 +15,13 @@ dropped or loosened. llguidance runs in strict mode (``lenient``/``coerce_one_of
 ``overrides`` so a schema's own ``x-guidance`` block cannot switch them on), and ``grammar_schema.py`` adds
 the checks for what llguidance accepts but cannot fully enforce.
 
-Whitespace is bounded so that a constrained generation always terminates (the classic failure is a model
-emitting whitespace forever where the grammar allows any amount). The default :data:`COMPACT` style allows
-no whitespace at all: ``{"a":1,"b":[2,3]}``. :data:`SPACED` reproduces Python's ``json.dumps`` default
-(``{"a": 1, "b": [2, 3]}``), which models see more often in training; :func:`bounded_whitespace` allows up
-to N whitespace characters at each place JSON permits them. All three are finite per position.
+Whitespace is bounded so that whitespace cannot keep a constrained generation going (the classic failure is
+a model emitting whitespace forever where the grammar allows any amount); a schema whose values are
+unbounded (``"json"``, recursion, strings or arrays without a maximum) still ends only at ``num_predict``.
+The default :data:`COMPACT` style allows no whitespace at all: ``{"a":1,"b":[2,3]}``. :data:`SPACED`
+reproduces Python's ``json.dumps`` default (``{"a": 1, "b": [2, 3]}``), which models see more often in
+training; :func:`bounded_whitespace` allows up to N whitespace characters at each place JSON permits them.
+All three are finite per position.
 """
 
 from __future__ import annotations

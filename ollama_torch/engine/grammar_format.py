@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from llguidance import LLMatcher
 
+from ollama_torch.engine.grammar_limits import start_error
 from ollama_torch.engine.grammar_schema import find_keyword, normalise_schema, original_pattern
 from ollama_torch.errors import BadRequest
 
@@ -139,20 +140,21 @@ def _validated_spec(text: str) -> FormatSpec:
 
 def build_grammar(schema_text: str, style: JsonStyle, *, validate: bool, client_text: str | None = None) -> str:
     """llguidance's grammar for an enforced schema (no tokenizer needed); with ``validate``, 400 if it
-    refuses it. Without ``validate`` the caller must check the ``LLMatcher`` it builds (``is_error``).
-    ``client_text`` (the schema as sent) lets error messages quote the client's own regexes.
+    refuses it or cannot start it (``grammar_limits.start_error``). Without ``validate`` the caller must
+    check the ``LLMatcher`` it builds (``is_error``). ``client_text`` (the schema as sent) lets error
+    messages quote the client's own regexes.
     """
     try:
         grammar = LLMatcher.grammar_from_json_schema(schema_text, overrides=style.options())
         if not validate:
             return grammar
-        is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar)
+        error = start_error(grammar)
     except ValueError as exc:  # llguidance's own argument checks
         if _TOO_DEEP.search(str(exc)):
             raise BadRequest(translate_error(str(exc), schema_text, client_text)) from None
         raise BadRequest(f"invalid JSON schema in format: {exc}") from exc
-    if is_error:
-        raise BadRequest(translate_error(messages[0] if messages else "unknown error", schema_text, client_text))
+    if error is not None:
+        raise BadRequest(translate_error(error or "unknown error", schema_text, client_text))
     return grammar
 
 
@@ -164,6 +166,10 @@ _INVALID_PREFIXES = ("Invalid", "Expected", "schema must be", "Unsatisfiable", "
 # llguidance reads JSON with serde_json, which refuses more than 128 nested arrays/objects
 _TOO_DEEP = re.compile(r"recursion limit exceeded")
 READER_DEPTH = 128
+# parser limits met while starting the grammar (grammar_limits.start_error)
+_ROW = re.compile(r"Current row has (\d+) items; max is (\d+)")
+_STEP = re.compile(r"Too many items \(limit (\d+); ff_tokens\)")
+_CANNOT_START = "the grammar engine cannot start it: "
 
 
 def translate_error(message: str, schema_text: str, client_text: str | None = None) -> str:
@@ -172,6 +178,13 @@ def translate_error(message: str, schema_text: str, client_text: str | None = No
     prefix = "unsupported JSON schema in format: "
     if _TOO_DEEP.search(first):
         return f"{prefix}it nests arrays and objects deeper than the grammar engine reads ({READER_DEPTH} levels)"
+    if m := _ROW.search(first):
+        return (f"{prefix}{_CANNOT_START}{m.group(1)} alternatives at one point, over its limit of {m.group(2)} "
+                "(the usual cause is many optional properties in one object, or a union of many objects)")
+    if m := _STEP.search(first):
+        return (f"{prefix}{_CANNOT_START}the output it forces does not end within {m.group(1)} parser items "
+                "(the usual cause is a required property that refers back to its own object: no finite JSON "
+                "value satisfies that)")
     if m := _UNIMPLEMENTED.match(first):
         keys = json.loads(f"[{m.group(1)}]")
         names = ", ".join(f'"{k}"' for k in keys)

@@ -19,7 +19,9 @@ unknown ``format``s, remote ``$ref``s...). Four adjustments live here, all torch
    properties + 1. llguidance counts the keys it lets the model emit, but it cannot make additional keys
    distinct, and a JSON parser keeps only the last of duplicate keys: ``{"x":1,"x":2}`` passes
    ``minProperties: 2`` in the grammar yet parses to one property. With at most one forced extra key the
-   count after parsing is still right, so those schemas are kept.
+   count after parsing is still right, so those schemas are kept. Also refused: an object with more
+   optional properties before its first required one than llguidance's parser can start on
+   (``grammar_limits``).
 
 4. *Objects closed by default*: an object schema listing ``properties`` with no word on
    ``additionalProperties`` gets ``additionalProperties: false``, as llama.cpp (Ollama's engine) reads it;
@@ -35,6 +37,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from ollama_torch.engine.grammar_closed import closed_objects
+from ollama_torch.engine.grammar_limits import check_leading_optional
 from ollama_torch.engine.grammar_regex import FORMAT_PATTERNS, portable_pattern
 from ollama_torch.errors import BadRequest
 
@@ -77,6 +80,7 @@ def _normalise(node: object, path: str, closed: set[str]) -> object:
     _exact_format(out)
     _drop_noops(out)
     _check_min_properties(out, path)
+    check_leading_optional(out, path)  # before llguidance spends a quadratic compile on it
     return out
 
 

@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -693,3 +694,35 @@ def test_deep_values_under_the_limit_do_not_fail_further_down(fuzz: Fuzz) -> Non
     assert response["status"] == 400, response
     assert re.fullmatch(r"unsupported JSON schema in format: it nests arrays and objects deeper than the grammar "
                         r"engine reads \(\d+ levels\)", contract.error_message(response) or ""), response
+
+
+# -- schemas llguidance compiles but cannot run: a 400 naming why, before any token, in seconds ----------------
+TEN_THOUSAND_PROPERTIES = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(10_000)}}
+REQUIRES_ITSELF = {"type": "object", "properties": {"a": {"$ref": "#"}}, "required": ["a"]}
+SCHEMA_SECONDS = 15.0  # generous for a loaded 2-core machine; see the report of each run for the time taken
+
+
+@pytest.mark.parametrize("path", ["/api/generate", "/api/chat", "/v1/chat/completions"])
+@pytest.mark.parametrize(("schema", "reason"), [
+    (TEN_THOUSAND_PROPERTIES, "10000 optional properties before the first required one (at #)"),
+    (REQUIRES_ITSELF, "the grammar engine cannot start it: the output it forces does not end"),
+], ids=["10000-properties", "requires-itself"])
+def test_schema_that_cannot_run(fuzz: Fuzz, path: str, schema: dict[str, Any], reason: str) -> None:
+    """Both were accepted, then a 500 at the first token (the first after 140 s: "Current row has 40007 items;
+    max is 2000"; the second "Too many items (limit 50000)")."""
+    body: dict[str, Any] = {"model": TINY, "stream": False}
+    if path == "/api/generate":
+        body |= {"prompt": "hi", "format": schema, "options": {"num_predict": 2}}
+    elif path == "/api/chat":
+        body |= {"messages": [{"role": "user", "content": "hi"}], "format": schema, "options": {"num_predict": 2}}
+    else:
+        body |= {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+                 "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+    start = time.monotonic()
+    response = fuzz.send("POST", path, json.dumps(body).encode())
+    seconds = time.monotonic() - start
+    message = contract.error_message(response) or ""
+    assert response["status"] == 400, response
+    assert message.startswith("unsupported JSON schema in format: ") and reason in message, message
+    assert contract.message_documented("POST", path, 400, message)
+    assert seconds < SCHEMA_SECONDS, seconds

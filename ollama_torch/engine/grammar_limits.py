@@ -11,11 +11,12 @@ kinds of schema compile fine and then fail on the first token, which was a 500 a
 
 Two checks, both torch-free and tokenizer-free, so ``parse_format`` makes them while validating a request:
 
-* :func:`check_leading_optional` (per object, linear): llguidance puts at least 3 row items per optional
-  property listed before the first required one (``ordered_sequence`` in its JSON compiler; exactly
-  ``3k+1`` when a required one follows, about ``4k`` when none does, pinned by
-  ``tests/unit/test_grammar_limits.py``), so more than ``max_items_in_row // 3`` of them can never start.
-  This is what keeps a 10,000-property schema a millisecond refusal instead of a quadratic compile.
+* :func:`check_leading_optional` (per object, nested ones included, linear): the row after ``{`` holds
+  llguidance's alternatives for the k optional properties listed before the first required one
+  (``ordered_sequence`` in its JSON compiler): ``3k+1`` items when a required one follows, at least
+  ``4k-1`` when none does (``4k+7`` with other keys allowed), pinned by ``tests/unit/test_grammar_limits.py``.
+  Past 666 and 500 (with ``max_items_in_row`` 2000) such an object can never start. This also keeps a
+  10,000-property schema a millisecond refusal instead of a quadratic compile.
 * :func:`start_error`: the grammar is built over a 256-byte vocabulary (the row sizes do not depend on the
   tokenizer) and started the way generation starts it: the first mask, then every byte it allows
   consumed on a copy, then the next mask. Any llguidance error there is the reason the schema cannot run.
@@ -32,8 +33,8 @@ from llguidance import LLMatcher, LLParserLimits, LLTokenizer, TokenizerWrapper
 from ollama_torch.errors import BadRequest
 
 MAX_ITEMS_IN_ROW = LLParserLimits().max_items_in_row
-ITEMS_PER_OPTIONAL = 3  # the fewest row items llguidance spends per leading optional property
-MAX_LEADING_OPTIONAL = MAX_ITEMS_IN_ROW // ITEMS_PER_OPTIONAL
+MAX_LEADING_OPTIONAL = (MAX_ITEMS_IN_ROW - 1) // 3  # 3k+1 items, before a required property
+MAX_OPTIONAL = (MAX_ITEMS_IN_ROW + 1) // 4  # at least 4k-1 items, in an object with no required property
 _END = 256  # the byte vocabulary's end-of-sequence id
 
 
@@ -58,17 +59,21 @@ def check_leading_optional(node: dict[str, Any], path: str) -> None:
     """400 when an object schema lists more optional properties before its first required one than
     llguidance's parser can hold as alternatives (see the module docstring)."""
     properties = node.get("properties")
-    if not isinstance(properties, dict) or len(properties) <= MAX_LEADING_OPTIONAL:
+    if not isinstance(properties, dict) or len(properties) <= MAX_OPTIONAL:
         return
     required = node.get("required")
     names = set(required) if isinstance(required, list) else set()
-    leading = next((i for i, name in enumerate(properties) if name in names), len(properties))
-    if leading > MAX_LEADING_OPTIONAL:
-        raise BadRequest(
-            f"unsupported JSON schema in format: {leading} optional properties before the first required one "
-            f"(at {path}) are more alternatives than the grammar engine can hold at one point (at most "
-            f"{MAX_LEADING_OPTIONAL}); make some of them required, or split the object"
-        )
+    leading = next((i for i, name in enumerate(properties) if name in names), None)
+    if leading is None and len(properties) > MAX_OPTIONAL:
+        where = f"{len(properties)} optional properties and no required one (at {path})"
+        limit = MAX_OPTIONAL
+    elif leading is not None and leading > MAX_LEADING_OPTIONAL:
+        where = f"{leading} optional properties before the first required one (at {path})"
+        limit = MAX_LEADING_OPTIONAL
+    else:
+        return
+    raise BadRequest(f"unsupported JSON schema in format: {where} are more alternatives than the grammar engine "
+                     f"can hold at one point (at most {limit}); make some of them required, or split the object")
 
 
 def start_error(grammar: str) -> str | None:

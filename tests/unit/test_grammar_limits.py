@@ -16,6 +16,7 @@ from ollama_torch.engine.grammar_format import COMPACT
 from ollama_torch.engine.grammar_limits import (
     MAX_ITEMS_IN_ROW,
     MAX_LEADING_OPTIONAL,
+    MAX_OPTIONAL,
     byte_tokenizer,
     start_error,
 )
@@ -52,8 +53,8 @@ def refusal(schema: dict[str, Any]) -> tuple[str, float]:
 def test_ten_thousand_optional_properties() -> None:
     """Was accepted, then a 500 at the first token after 140 s ("Current row has 40007 items; max is 2000")."""
     message, seconds = refusal(TEN_THOUSAND)
-    assert message == (UNSUPPORTED + "10000 optional properties before the first required one (at #) are more "
-                       f"alternatives than the grammar engine can hold at one point (at most {MAX_LEADING_OPTIONAL}); "
+    assert message == (UNSUPPORTED + "10000 optional properties and no required one (at #) are more "
+                       f"alternatives than the grammar engine can hold at one point (at most {MAX_OPTIONAL}); "
                        "make some of them required, or split the object")
     assert seconds < SECONDS
 
@@ -67,8 +68,21 @@ def test_a_property_that_requires_its_own_object() -> None:
     assert seconds < SECONDS
 
 
+@pytest.mark.parametrize(("schema", "message"), [
+    ({"type": "object", "properties": props(MAX_OPTIONAL + 1)},
+     f"{MAX_OPTIONAL + 1} optional properties and no required one (at #) are more alternatives than"),
+    ({"type": "object", "properties": {"x": {"properties": props([*(f"p{i}" for i in range(700)), "r"]),
+                                             "required": ["r"]}}},
+     f"700 optional properties before the first required one (at #/properties/x) are more alternatives than the "
+     f"grammar engine can hold at one point (at most {MAX_LEADING_OPTIONAL})"),
+])
+def test_objects_that_cannot_start_are_refused_without_compiling(schema: dict[str, Any], message: str) -> None:
+    refused, seconds = refusal(schema)
+    assert refused.startswith(UNSUPPORTED + message), refused
+    assert seconds < SECONDS
+
+
 @pytest.mark.parametrize(("schema", "at"), [
-    ({"type": "object", "properties": props(600)}, "2399 alternatives"),
     ({"type": "object", "properties": props(499), "additionalProperties": True}, "2003 alternatives"),
     ({"type": "array", "items": {"$ref": "#"}, "minItems": 1}, "does not end within 50000 parser items"),
     ({"anyOf": [{"type": "object", "properties": props([f"k{i}_{j}" for j in range(100)])} for i in range(6)]},
@@ -106,15 +120,22 @@ def _runs(schema: dict[str, Any], first: bytes) -> bool:
     return matcher.consume_tokens(list(first)) and not matcher.is_error()
 
 
-def test_three_row_items_per_leading_optional_property() -> None:
-    """The arithmetic ``check_leading_optional`` relies on: with a required property after k optional ones the
-    row after ``{`` has 3k+1 items, so k = max_items_in_row // 3 is the most llguidance can start on.
-    If llguidance changes how it compiles objects this fails: revisit ``grammar_limits``."""
-    def schema(k: int) -> dict[str, Any]:
+def test_row_items_per_leading_optional_property() -> None:
+    """The arithmetic ``check_leading_optional`` relies on: k optional properties before a required one put
+    3k+1 items in the row after ``{``, k optional ones in a closed object with no required one 4k-1 (4k+7
+    when other keys are allowed, which the start probe catches). If llguidance changes how it compiles
+    objects this fails: revisit ``grammar_limits``."""
+    def before_required(k: int) -> dict[str, Any]:
         return {"type": "object", "properties": props([*(f"p{i}" for i in range(k)), "r"]), "required": ["r"]}
 
-    assert MAX_LEADING_OPTIONAL == MAX_ITEMS_IN_ROW // 3 == 666
-    assert _runs(schema(MAX_LEADING_OPTIONAL), b'{"')
-    assert not _runs(schema(MAX_LEADING_OPTIONAL + 1), b"{")
-    # without a required property it costs more (about 4 per property): the start probe decides those
-    assert start_error(LLMatcher.grammar_from_json_schema(json.dumps({"properties": props(501)}))) is not None
+    def closed(k: int) -> dict[str, Any]:
+        return {"type": "object", "properties": props(k), "additionalProperties": False}
+
+    assert (MAX_ITEMS_IN_ROW, MAX_LEADING_OPTIONAL, MAX_OPTIONAL) == (2000, 666, 500)
+    assert _runs(before_required(MAX_LEADING_OPTIONAL), b'{"')
+    assert not _runs(before_required(MAX_LEADING_OPTIONAL + 1), b"{")
+    assert _runs(closed(MAX_OPTIONAL), b'{"')
+    assert not _runs(closed(MAX_OPTIONAL + 1), b"{")
+    open_498 = LLMatcher.grammar_from_json_schema(json.dumps({"properties": props(498)}))
+    open_499 = LLMatcher.grammar_from_json_schema(json.dumps({"properties": props(499)}))
+    assert start_error(open_498) is None and start_error(open_499) is not None

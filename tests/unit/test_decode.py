@@ -20,12 +20,16 @@ TOO_DEEP = f"exceeded max depth (arrays and objects nest at most {MAX_DEPTH} lev
 
 def generate_body(depth: int) -> bytes:
     """A /api/generate body nested ``depth`` levels in all: the object itself, then ``context`` arrays."""
+    if depth == 1:
+        return b'{"model":"x","prompt":"[{"}'
     inner = depth - 1
     return ('{"model":"x","context":' + "[" * inner + "]" * inner + "}").encode()
 
 
 def chat_body(depth: int) -> bytes:
     """A /v1/chat/completions body nested ``depth`` levels: object, ``messages``, a message, then objects."""
+    if depth == 1:
+        return b'{"model":"x","messages":null}'
     inner = depth - 3
     return ('{"model":"x","messages":[{"role":"user","content":' + '{"a":' * inner + "1" + "}" * inner + "}]}").encode()
 
@@ -61,7 +65,7 @@ def recursion_headroom(frames: int) -> Iterator[None]:
 
 
 @pytest.mark.parametrize(("name", "decode", "body"), DECODERS, ids=[d[0] for d in DECODERS])
-@pytest.mark.parametrize("depth", [3, MAX_DEPTH])
+@pytest.mark.parametrize("depth", [1, 3, MAX_DEPTH])
 def test_depth_up_to_the_limit_decodes(name: str, decode: Callable[[bytes], Any], body: Callable[[int], bytes],
                                        depth: int) -> None:
     assert decode(body(depth)).data["model"] == "x"

@@ -168,7 +168,7 @@ _TOO_DEEP = re.compile(r"recursion limit exceeded")
 READER_DEPTH = 128
 # parser limits met while starting the grammar (grammar_limits.start_error)
 _ROW = re.compile(r"Current row has (\d+) items; max is (\d+)")
-_STEP = re.compile(r"Too many items \(limit (\d+); ff_tokens\)")
+_STEP = re.compile(r"Too many items \(limit (\d+); (\w+)\)")
 _CANNOT_START = "the grammar engine cannot start it: "
 
 
@@ -181,10 +181,12 @@ def translate_error(message: str, schema_text: str, client_text: str | None = No
     if m := _ROW.search(first):
         return (f"{prefix}{_CANNOT_START}{m.group(1)} alternatives at one point, over its limit of {m.group(2)} "
                 "(the usual cause is many optional properties in one object, or a union of many objects)")
-    if m := _STEP.search(first):
+    if (m := _STEP.search(first)) and m.group(2) == "ff_tokens":
         return (f"{prefix}{_CANNOT_START}the output it forces does not end within {m.group(1)} parser items "
                 "(the usual cause is a required property that refers back to its own object: no finite JSON "
                 "value satisfies that)")
+    if m:
+        return f"{prefix}{_CANNOT_START}one step needs more than {m.group(1)} parser items"
     if m := _UNIMPLEMENTED.match(first):
         keys = json.loads(f"[{m.group(1)}]")
         names = ", ".join(f'"{k}"' for k in keys)

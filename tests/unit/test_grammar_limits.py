@@ -12,7 +12,7 @@ import pytest
 from llguidance import LLMatcher
 
 from ollama_torch.engine.grammar import GrammarCompiler, parse_format
-from ollama_torch.engine.grammar_format import COMPACT
+from ollama_torch.engine.grammar_format import COMPACT, translate_error
 from ollama_torch.engine.grammar_limits import (
     MAX_ITEMS_IN_ROW,
     MAX_LEADING_OPTIONAL,
@@ -139,3 +139,17 @@ def test_row_items_per_leading_optional_property() -> None:
     open_498 = LLMatcher.grammar_from_json_schema(json.dumps({"properties": props(498)}))
     open_499 = LLMatcher.grammar_from_json_schema(json.dumps({"properties": props(499)}))
     assert start_error(open_498) is None and start_error(open_499) is not None
+
+
+@pytest.mark.parametrize(("llguidance", "reason"), [
+    ("Parser Error: Current row has 40007 items; max is 2000; consider making your grammar left-recursive",
+     "40007 alternatives at one point, over its limit of 2000 (the usual cause is many optional properties in one "
+     "object, or a union of many objects)"),
+    ("parser error: Too many items (limit 50000; ff_tokens); try avoiding single-byte/short lexemes",
+     "the output it forces does not end within 50000 parser items (the usual cause is a required property that "
+     "refers back to its own object: no finite JSON value satisfies that)"),
+    ("parser error: Too many items (limit 50000; mask); try avoiding single-byte/short lexemes",
+     "one step needs more than 50000 parser items"),
+])
+def test_limit_errors_are_named(llguidance: str, reason: str) -> None:
+    assert translate_error(llguidance, "{}") == UNSUPPORTED + "the grammar engine cannot start it: " + reason

@@ -43,18 +43,8 @@ class ModelExtras:
             if self._compiler is None:
                 from .grammar import GrammarCompiler
 
-                self._compiler = GrammarCompiler(self.loaded.tokenizer, _logits_width(self.loaded), sorted(self.loaded.eos_ids))
+                self._compiler = GrammarCompiler(self.loaded.tokenizer, self.loaded.logits_width, sorted(self.loaded.eos_ids))
             return self._compiler
-
-
-def _logits_width(loaded: Any) -> int:
-    """The width of the model's logits: the output head's (often padded past the tokenizer's size), read
-    from the module so that packed or quantized heads work too; ``config.vocab_size`` when it has none."""
-    head = loaded.model.get_output_embeddings()
-    width = getattr(head, "out_features", None) or getattr(getattr(head, "weight", None), "shape", (0,))[0]
-    if not width:
-        width = getattr(loaded.model.config.get_text_config(), "vocab_size", 0)
-    return max(int(width or 0), int(loaded.vocab_size))
 
 
 def extras_for(loaded: Any) -> ModelExtras:

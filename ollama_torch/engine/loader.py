@@ -72,6 +72,16 @@ class LoadedModel:
         return BatchKVCache(cfg.num_hidden_layers, max_rows, kv_heads, head_dim, self.dtype, self.device)
 
     @property
+    def logits_width(self) -> int:
+        """The width of the model's logits: the output head's (often padded past the tokenizer's size), read
+        from the module so that packed or quantized heads work too; ``config.vocab_size`` when it has none."""
+        head = self.model.get_output_embeddings()
+        width = getattr(head, "out_features", None) or getattr(getattr(head, "weight", None), "shape", (0,))[0]
+        if not width:
+            width = getattr(self.model.config.get_text_config(), "vocab_size", 0)
+        return max(int(width or 0), int(self.vocab_size))
+
+    @property
     def size_vram(self) -> int:
         return self.size_bytes if self.device.type == "cuda" else 0
 

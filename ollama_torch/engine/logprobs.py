@@ -76,11 +76,31 @@ def entry(token_bytes: TokenBytes, token: int, logprob: float) -> dict[str, Any]
     return out
 
 
-def token_logprobs(logits: torch.Tensor, token: int, top: int, token_bytes: TokenBytes) -> dict[str, Any]:
-    """The entry for ``token`` sampled from ``logits`` [V] (raw), with the ``top`` most likely alternatives."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    out = entry(token_bytes, token, float(logp[token]))
+def batch_logprobs(raw: torch.Tensor, chosen: torch.Tensor, top: int) -> torch.Tensor:
+    """For rows of raw logits ``raw`` [n, V] and the tokens ``chosen`` [n] from them: one float64 tensor
+    [n, 1 + 2 * top] holding each chosen token's log-probability, then the ``top`` best log-probabilities and
+    their ids (exact in float64), so the host reads everything in one transfer with the chosen ids."""
+    logp = torch.log_softmax(raw.float(), dim=-1)  # [n, V]
+    parts = [logp.gather(-1, chosen[:, None])]
     if top > 0:
-        values, ids = torch.topk(logp, min(top, logp.shape[-1]))
-        out["top_logprobs"] = [entry(token_bytes, int(i), float(v)) for v, i in zip(values.tolist(), ids.tolist(), strict=True)]
+        values, ids = torch.topk(logp, min(top, logp.shape[-1]), dim=-1)
+        parts += [values, ids.to(logp.dtype)]
+    return torch.cat([p.double() for p in parts], dim=-1)
+
+
+def entry_from_row(row: list[float], token: int, top: int, token_bytes: TokenBytes) -> dict[str, Any]:
+    """One response entry from a row of :func:`batch_logprobs` (read back as floats) for ``token``, with the
+    request's own ``top`` alternatives (at most as many as the row holds)."""
+    out = entry(token_bytes, token, row[0])
+    if top > 0:
+        width = (len(row) - 1) // 2
+        values, ids = row[1 : 1 + width], row[1 + width :]
+        out["top_logprobs"] = [entry(token_bytes, int(i), v) for v, i in zip(values[:top], ids[:top], strict=True)]
     return out
+
+
+def token_logprobs(logits: torch.Tensor, token: int, top: int, token_bytes: TokenBytes) -> dict[str, Any]:
+    """The entry for ``token`` sampled from one row of raw ``logits`` [V], with the ``top`` best alternatives."""
+    chosen = torch.tensor([token], device=logits.device)
+    row = batch_logprobs(logits[None], chosen, top)[0].tolist()
+    return entry_from_row(row, token, top, token_bytes)

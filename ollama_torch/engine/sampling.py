@@ -1,99 +1,298 @@
-"""Sampling as small pure functions over one row of logits, in llama.cpp's order (the engine Ollama runs):
-penalties -> top_k -> typical_p -> top_p -> min_p -> temperature -> draw.
+"""Sampling for a whole batch in one pass on the logits' device, in llama.cpp's order (the engine Ollama
+runs): penalties -> top_k -> typical_p -> top_p -> min_p -> temperature -> draw.
 
-Each request owns a ``Sampler`` with its own ``torch.Generator``: a seeded request draws the same numbers
-whether it runs alone or in a batch, because nothing here depends on the other rows.
+The filters are small pure functions over ``[B, K]`` tensors with one parameter per row as a ``[B]`` tensor
+(mlx-lm's ``make_sampler`` pieces, batched). A filter never changes the order of the candidates: it sets the
+ones it drops to ``-inf``, so the candidates stay best-first and a row's result never depends on another row.
+
+:class:`BatchSampler` holds the sampling state of a model's running batch, one slot per batch row: the
+parameters as device tensors, the penalty counts (token -> occurrences in the row's last ``repeat_last_n``
+tokens, ``[rows, V]`` on the device, updated per accepted token rather than rebuilt each step) and the
+random generators. A seeded row draws from its own generator on the logits' device, one uniform number per
+step, so it samples the same text alone or in any batch; unseeded rows share one generator and one draw.
+Nothing here reads a device value on the host: the caller syncs once per step, on the chosen ids.
+
+Rows are grouped by their candidate width (``top_k``), greedy rows apart, so that a row's arithmetic has the
+same shapes whatever else is in the batch (reductions over a wider padded row could round differently and
+break the seeded guarantee). Requests share Ollama's default ``top_k``, so a step is one group.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from .options import GenerationOptions
 
-
-def apply_penalties(logits: torch.Tensor, window: Sequence[int], opts: GenerationOptions) -> None:
-    """llama.cpp's penalties, in place on ``logits`` [V]: repeat (divide positive logits, multiply negative
-    ones), then frequency (per occurrence) and presence (once) over the last ``repeat_last_n`` tokens."""
-    if not window:
-        return
-    ids, counts = torch.tensor(list(window), dtype=torch.long).unique(return_counts=True)
-    ids_ok = ids < logits.shape[-1]
-    ids, counts = ids[ids_ok], counts[ids_ok]
-    selected = logits[ids]
-    if opts.repeat_penalty != 1.0:
-        selected = torch.where(selected <= 0, selected * opts.repeat_penalty, selected / opts.repeat_penalty)
-    if opts.frequency_penalty or opts.presence_penalty:
-        selected = selected - counts.to(selected.dtype) * opts.frequency_penalty - opts.presence_penalty
-    logits[ids] = selected
+NEG_INF = float("-inf")
 
 
-def _keep_cumulative(probs_sorted: torch.Tensor, threshold: float) -> int:
-    """How many of the (descending) probabilities make up at least ``threshold`` of the mass (min 1)."""
-    cum = probs_sorted.cumsum(0)
-    return int(torch.searchsorted(cum, torch.tensor([threshold], dtype=cum.dtype)).item()) + 1
+# -- the filters: pure functions over one batch of rows ------------------------------------------------------
+def apply_penalties(
+    logits: torch.Tensor, counts: torch.Tensor, repeat: torch.Tensor, frequency: torch.Tensor, presence: torch.Tensor
+) -> torch.Tensor:
+    """llama.cpp's penalties over ``logits`` [B, V] with ``counts`` [B, V] (occurrences in the window):
+    repeat (divide positive logits, multiply negative ones), then frequency (per occurrence) and presence
+    (once) for every token that occurred. Rows with repeat 1 and no frequency/presence penalty are unchanged.
+    Extreme penalties (1e-40, -1e38) must not turn into inf/NaN: NaN and -inf become -inf, +inf the largest
+    float."""
+    counts = counts.to(logits.dtype)
+    present = counts > 0  # [B, V]
+    repeat, frequency, presence = repeat[:, None], frequency[:, None], presence[:, None]
+    penalized = torch.where(logits <= 0, logits * repeat, logits / repeat)
+    out = torch.where(present, penalized, logits) - counts * frequency - present.to(logits.dtype) * presence
+    return keep_finite(out)
 
 
-def filter_candidates(logits: torch.Tensor, opts: GenerationOptions) -> tuple[torch.Tensor, torch.Tensor]:
-    """top_k, typical_p, top_p and min_p over one row; returns (candidate logits, candidate ids), best first."""
-    vocab = logits.shape[-1]
-    k = opts.top_k if 0 < opts.top_k < vocab else vocab
-    values, ids = torch.topk(logits, k) if k < vocab else torch.sort(logits, descending=True)
-    finite = torch.isfinite(values)
-    if not bool(finite.all()):
-        count = max(int(finite.sum().item()), 1)
-        values, ids = values[:count], ids[:count]
-    if opts.typical_p < 1.0 and values.numel() > 1:
-        logp = torch.log_softmax(values, dim=-1)
-        p = logp.exp()
-        entropy = -(p * logp).sum()
-        order = torch.argsort((-logp - entropy).abs())
-        keep = min(_keep_cumulative(p[order], opts.typical_p), order.numel())
-        chosen = order[:keep].sort().values  # back to best-first order
-        values, ids = values[chosen], ids[chosen]
-    if opts.top_p < 1.0 and values.numel() > 1:
-        p = torch.softmax(values, dim=-1)
-        keep = min(_keep_cumulative(p, opts.top_p), values.numel())
-        values, ids = values[:keep], ids[:keep]
-    if opts.min_p > 0.0 and values.numel() > 1:
-        p = torch.softmax(values, dim=-1)
-        keep = max(int((p >= opts.min_p * p[0]).sum().item()), 1)
-        values, ids = values[:keep], ids[:keep]
-    return values, ids
+def top_k_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best logits of each row of ``logits`` [B, V], best first: (values [B, k], ids [B, k])."""
+    if k >= logits.shape[-1]:
+        return torch.sort(logits, dim=-1, descending=True)
+    return torch.topk(logits, k, dim=-1)
 
 
-class Sampler:
-    """One request's sampling state: its options and its random generator."""
-
-    def __init__(self, opts: GenerationOptions) -> None:
-        self.opts = opts
-        self.generator = torch.Generator()
-        seed = opts.seed if opts.seed >= 0 else int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1)
-        self.generator.manual_seed(seed)
-
-    def sample(self, logits: torch.Tensor, history: Sequence[int]) -> int:
-        """Pick the next token from ``logits`` [V] (float32, already grammar-masked)."""
-        opts = self.opts
-        if opts.has_penalties:
-            logits = logits.clone()
-            apply_penalties(logits, history[-opts.penalty_window :], opts)
-            _keep_finite(logits)  # extreme penalties (1e-40, -1e38) must not turn into inf/NaN
-        if opts.greedy:
-            return int(torch.argmax(logits).item())
-        values, ids = filter_candidates(logits, opts)
-        if values.numel() == 1:
-            return int(ids[0].item())
-        scaled = values / opts.temperature
-        if not bool(torch.isfinite(scaled[0])):  # a temperature so small it overflows: the limit is greedy
-            return int(ids[0].item())
-        probs = torch.softmax(_keep_finite(scaled), dim=-1)
-        choice = torch.multinomial(probs, 1, generator=self.generator)
-        return int(ids[choice].item())
+def _keep_mass(probs: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Which of the ``probs`` [B, K] (in the order they are to be taken) make up at least ``threshold`` [B]
+    of the mass: every entry whose predecessors hold less than it (so the first always stays)."""
+    cum = probs.cumsum(dim=-1)
+    before = torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], dim=-1)
+    return before < threshold[:, None]
 
 
-def _keep_finite(values: torch.Tensor) -> torch.Tensor:
-    """In place: NaN and -inf become -inf (never chosen), +inf the largest float (chosen like a maximum)."""
-    return torch.nan_to_num_(values, nan=float("-inf"), posinf=torch.finfo(values.dtype).max, neginf=float("-inf"))
+def apply_typical_p(values: torch.Tensor, typical_p: torch.Tensor) -> torch.Tensor:
+    """Locally typical sampling over candidates ``values`` [B, K]: keep the tokens whose surprise is closest
+    to the row's entropy until they hold ``typical_p`` of the mass. Rows with ``typical_p`` 1 are unchanged."""
+    logp = torch.log_softmax(values, dim=-1)
+    p = logp.exp()
+    entropy = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(dim=-1, keepdim=True)  # [B, 1]
+    order = torch.argsort((-logp - entropy).abs(), dim=-1, stable=True)  # most typical first
+    keep_sorted = _keep_mass(p.gather(-1, order), typical_p)
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    keep |= (typical_p >= 1.0)[:, None]
+    return values.masked_fill(~keep, NEG_INF)
+
+
+def apply_top_p(values: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Nucleus sampling over best-first candidates ``values`` [B, K]: the fewest best tokens holding at
+    least ``top_p`` of the mass. Rows with ``top_p`` 1 are unchanged."""
+    keep = _keep_mass(torch.softmax(values, dim=-1), top_p) | (top_p >= 1.0)[:, None]
+    return values.masked_fill(~keep, NEG_INF)
+
+
+def apply_min_p(values: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """Drop candidates less likely than ``min_p`` [B] times the row's most likely one (0 keeps all)."""
+    p = torch.softmax(values, dim=-1)
+    keep = p >= min_p[:, None] * p.amax(dim=-1, keepdim=True)
+    return values.masked_fill(~keep, NEG_INF)
+
+
+def scale_temperature(values: torch.Tensor, temperature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``values / temperature`` per row, and which rows overflowed (a temperature so small that the best
+    candidate became infinite: the limit is greedy)."""
+    scaled = values / temperature[:, None]
+    overflow = ~torch.isfinite(scaled.amax(dim=-1))
+    return keep_finite(scaled), overflow
+
+
+def draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw: per row, the first candidate whose cumulative probability reaches ``uniforms`` [B]
+    (in (0, 1]) of the row's mass. One random number per row, whatever the candidates, and no host sync
+    (as gpt-fast's ``multinomial_sample_one_no_sync``, but with one number per row instead of one per token).
+    Returns positions [B] into the candidates; a zero-probability candidate is never chosen."""
+    cum = probs.cumsum(dim=-1)  # [B, K]
+    target = uniforms[:, None].to(cum.dtype) * cum[:, -1:]
+    return (cum < target).sum(dim=-1).clamp_(max=probs.shape[-1] - 1)
+
+
+def keep_finite(values: torch.Tensor) -> torch.Tensor:
+    """NaN and -inf become -inf (never chosen), +inf the largest float (chosen like a maximum)."""
+    return torch.nan_to_num(values, nan=NEG_INF, posinf=torch.finfo(values.dtype).max, neginf=NEG_INF)
+
+
+def sample_candidates(
+    logits: torch.Tensor, k: int, top_p: torch.Tensor, min_p: torch.Tensor, typical_p: torch.Tensor,
+    temperature: torch.Tensor, uniforms: torch.Tensor, *, filters: tuple[bool, bool, bool] = (True, True, True),
+) -> torch.Tensor:
+    """top_k -> typical_p -> top_p -> min_p -> temperature -> draw over ``logits`` [B, V] (already masked and
+    penalized), all rows sampled; returns the chosen token ids [B]. ``filters`` (typical, top_p, min_p) lets
+    the caller skip a filter no row uses (each is the identity for such rows anyway)."""
+    values, ids = top_k_candidates(logits, k)  # [B, k]
+    use_typical, use_top_p, use_min_p = filters
+    if use_typical:
+        values = apply_typical_p(values, typical_p)
+    if use_top_p:
+        values = apply_top_p(values, top_p)
+    if use_min_p:
+        values = apply_min_p(values, min_p)
+    scaled, overflow = scale_temperature(values, temperature)
+    position = draw(torch.softmax(scaled, dim=-1), uniforms)
+    position = torch.where(overflow, values.argmax(dim=-1), position)
+    return ids.gather(-1, position[:, None]).squeeze(-1)
+
+
+# -- the batch's state ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RowSampling:
+    """One request's sampling parameters, as the batch sampler reads them."""
+
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    typical_p: float
+    repeat_penalty: float
+    frequency_penalty: float
+    presence_penalty: float
+    penalty_window: int  # tokens the penalties look back over; 0 = none
+    seed: int  # -1 = random
+
+    @classmethod
+    def of(cls, opts: GenerationOptions) -> RowSampling:
+        return cls(
+            temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p,
+            typical_p=opts.typical_p, repeat_penalty=opts.repeat_penalty, frequency_penalty=opts.frequency_penalty,
+            presence_penalty=opts.presence_penalty, penalty_window=opts.penalty_window if opts.has_penalties else 0,
+            seed=opts.seed,
+        )
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+_FLOAT_PARAMS = ("temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "frequency_penalty", "presence_penalty")
+
+
+class BatchSampler:
+    """Sampling state for up to ``max_rows`` batch rows of a model whose logits are ``vocab`` wide, on
+    ``device``. Rows are slots: :meth:`admit` fills one, :meth:`move` follows the worker when the last row
+    takes a freed row's place, :meth:`accept` records the tokens each row took.
+
+    Owned by one worker thread; not thread-safe.
+    """
+
+    def __init__(self, max_rows: int, vocab: int, device: torch.device) -> None:
+        self.max_rows, self.vocab, self.device = max_rows, vocab, device
+        self.rows: list[RowSampling | None] = [None] * max_rows
+        self.generators: list[torch.Generator | None] = [None] * max_rows
+        self.params = torch.ones((len(_FLOAT_PARAMS), max_rows), dtype=torch.float32, device=device)  # [P, R]
+        self.counts: torch.Tensor | None = None  # [R, V] int32, allocated when a row first uses penalties
+        self.shared = torch.Generator(device=device)
+        self.shared.manual_seed(_random_seed())
+
+    # -- slots ----------------------------------------------------------------------------------------------
+    def admit(self, row: int, sampling: RowSampling, history: Sequence[int]) -> None:
+        """Row ``row`` starts sampling with ``sampling``; ``history`` is its tokens so far (prompt included),
+        whose last ``penalty_window`` fill the penalty counts."""
+        self.rows[row] = sampling
+        generator = None
+        if sampling.seed >= 0:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(sampling.seed)
+        self.generators[row] = generator
+        values = torch.tensor([getattr(sampling, name) for name in _FLOAT_PARAMS], dtype=torch.float32)
+        self.params[:, row] = values.to(self.device)
+        if sampling.penalty_window > 0 and self.counts is None:
+            self.counts = torch.zeros((self.max_rows, self.vocab), dtype=torch.int32, device=self.device)
+        if self.counts is not None:
+            self.counts[row].zero_()
+            window = [t for t in history[len(history) - sampling.penalty_window :] if 0 <= t < self.vocab]
+            if sampling.penalty_window > 0 and window:
+                ids = torch.tensor(window, dtype=torch.long).to(self.device)
+                self.counts[row].index_add_(0, ids, torch.ones_like(ids, dtype=torch.int32))
+
+    def move(self, src: int, dst: int) -> None:
+        """Row ``src``'s state now belongs to row ``dst`` (the worker moved its last row into a freed one)."""
+        self.rows[dst], self.generators[dst] = self.rows[src], self.generators[src]
+        self.rows[src] = self.generators[src] = None
+        self.params[:, dst] = self.params[:, src]
+        if self.counts is not None:
+            self.counts[dst] = self.counts[src]
+
+    def release(self, row: int) -> None:
+        self.rows[row] = self.generators[row] = None
+
+    def accept(self, rows: Sequence[int], tokens: Sequence[int], histories: Sequence[Sequence[int]]) -> None:
+        """Each of ``rows`` took ``tokens`` after ``histories`` (its tokens before this one): count the new
+        token, and stop counting the one that left its penalty window."""
+        if self.counts is None:
+            return
+        index_rows: list[int] = []
+        index_ids: list[int] = []
+        deltas: list[int] = []
+        for row, token, history in zip(rows, tokens, histories, strict=True):
+            sampling = self.rows[row]
+            window = sampling.penalty_window if sampling is not None else 0
+            if window <= 0:
+                continue
+            leaving = history[len(history) - window] if len(history) >= window else -1
+            for tok, delta in ((token, 1), (leaving, -1)):
+                if 0 <= tok < self.vocab:
+                    index_rows.append(row)
+                    index_ids.append(tok)
+                    deltas.append(delta)
+        if index_rows:
+            where = (torch.tensor(index_rows).to(self.device), torch.tensor(index_ids).to(self.device))
+            self.counts.index_put_(where, torch.tensor(deltas, dtype=torch.int32).to(self.device), accumulate=True)
+
+    # -- one step ------------------------------------------------------------------------------------------
+    def sample(self, rows: Sequence[int], logits: torch.Tensor) -> torch.Tensor:
+        """The next token of each of ``rows`` from ``logits`` [len(rows), V] (grammar-masked; modified in
+        place by penalties). Returns ids [len(rows)] on the logits' device; nothing is read back here."""
+        n = len(rows)
+        slots = [self._row(r) for r in rows]
+        select = _selector(rows, self.device)
+        params = self.params[:, select]  # [P, n]
+        temperature, top_p, min_p, typical_p, repeat, frequency, presence = params.unbind(0)
+        if self.counts is not None and any(s.penalty_window > 0 for s in slots):
+            logits = apply_penalties(logits, self.counts[select], repeat, frequency, presence)
+        chosen = torch.empty(n, dtype=torch.long, device=logits.device)
+        groups: dict[int, list[int]] = {}
+        for i, s in enumerate(slots):
+            width = 0 if s.greedy else (s.top_k if 0 < s.top_k < logits.shape[-1] else logits.shape[-1])
+            groups.setdefault(width, []).append(i)
+        for width, members in groups.items():
+            at = _selector(members, logits.device)
+            if width == 0:
+                chosen[at] = logits[at].argmax(dim=-1)
+                continue
+            group = [slots[i] for i in members]
+            filters = (any(s.typical_p < 1.0 for s in group), any(s.top_p < 1.0 for s in group),
+                       any(s.min_p > 0.0 for s in group))
+            uniforms = self._uniforms([rows[i] for i in members], logits.device)
+            chosen[at] = sample_candidates(
+                logits[at], width, top_p[at], min_p[at], typical_p[at], temperature[at], uniforms, filters=filters
+            )
+        return chosen
+
+    def _row(self, row: int) -> RowSampling:
+        sampling = self.rows[row]
+        if sampling is None:
+            raise ValueError(f"batch row {row} has no sampling state (not admitted)")
+        return sampling
+
+    def _uniforms(self, rows: Sequence[int], device: torch.device) -> torch.Tensor:
+        """One number in (0, 1] per row: seeded rows from their own generator, the others from one draw."""
+        out = torch.empty(len(rows), dtype=torch.float32, device=device)
+        shared = [i for i, r in enumerate(rows) if self.generators[r] is None]
+        if shared:
+            out[_selector(shared, device)] = torch.rand(len(shared), generator=self.shared, device=device)
+        for i, r in enumerate(rows):
+            generator = self.generators[r]
+            if generator is not None:
+                out[i : i + 1] = torch.rand(1, generator=generator, device=device)
+        return 1.0 - out  # (0, 1]: a zero would pick a candidate the filters dropped
+
+
+def _selector(indices: Sequence[int], device: torch.device) -> slice | torch.Tensor:
+    """``indices`` as a slice when they are consecutive (no index tensor), else as a device index tensor."""
+    if indices and list(indices) == list(range(indices[0], indices[0] + len(indices))):
+        return slice(indices[0], indices[0] + len(indices))
+    return torch.tensor(list(indices), dtype=torch.long).to(device)
+
+
+def _random_seed() -> int:
+    return int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1)

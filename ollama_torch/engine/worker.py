@@ -25,10 +25,10 @@ import torch
 from ..errors import InternalError
 from .cache import BatchKVCache
 from .loader import LoadedModel
-from .logprobs import TokenBytes, token_logprobs
+from .logprobs import TokenBytes, batch_logprobs, entry_from_row
 from .prefix_cache import PrefixCache
 from .requests import DoneEvent, ErrorEvent, GenerationRequest, TextEvent
-from .sampling import Sampler
+from .sampling import BatchSampler, RowSampling
 from .text import Detokenizer, StopMatcher
 from .threads import OnDemandThread, ThreadTuner
 
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Seq:
     req: GenerationRequest
-    sampler: Sampler
+    sampling: RowSampling
     detok: Detokenizer
     stops: StopMatcher
     tokens: list[int]
@@ -70,6 +70,7 @@ class ModelWorker:
         self.admitting: list[_Seq] = []
         self.cache: BatchKVCache | None = None
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if loaded.batchable else None
+        self.sampler = BatchSampler(self.max_rows, loaded.logits_width, loaded.device)
         self._closed = False
         self.threads = ThreadTuner(enabled=loaded.device.type == "cpu")
         self.active = 0  # requests submitted and not finished (read from other threads)
@@ -135,7 +136,7 @@ class ModelWorker:
         tok = self.loaded.tokenizer
         return _Seq(
             req=req,
-            sampler=Sampler(req.options),
+            sampling=RowSampling.of(req.options),
             detok=Detokenizer(tok, req.prompt_ids),
             stops=StopMatcher(req.options.stop),
             tokens=list(req.prompt_ids),
@@ -176,6 +177,7 @@ class ModelWorker:
         for i, seq in enumerate(group):
             seq.row = row0 + i
             self.rows.append(seq)
+            self.sampler.admit(seq.row, seq.sampling, seq.tokens)
             hit = prefixes[i]
             if hit is not None:
                 cache.load_prefix(seq.row, hit[1], hit[2])
@@ -216,6 +218,7 @@ class ModelWorker:
         seq.decode_started = time.perf_counter()
         seq.row = len(self.rows)
         self.rows.append(seq)
+        self.sampler.admit(seq.row, seq.sampling, seq.tokens)
         self._sample_and_advance([seq], out.logits[:, -1, :].float())
 
     # -- decode ----------------------------------------------------------------------------------------------
@@ -249,25 +252,51 @@ class ModelWorker:
 
     # -- sampling and bookkeeping ------------------------------------------------------------------------------
     def _sample_and_advance(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
-        """``logits`` [len(seqs), V]: one row per sequence, in ``seqs`` order."""
+        """``logits`` [len(seqs), V]: one row per sequence, in ``seqs`` order, on the model's device. The whole
+        batch is masked, penalized and sampled on that device; the chosen ids (and logprobs) come back to
+        the host in one transfer, then each sequence takes its token."""
         vocab = self.loaded.vocab_size
         if logits.shape[-1] > vocab:  # padded embedding rows beyond the tokenizer are never sampled
             logits[:, vocab:] = float("-inf")
+        done = [s for s in seqs if s.req.options.max_new_tokens <= s.generated]  # num_predict 0
+        live = [i for i, s in enumerate(seqs) if s.req.options.max_new_tokens > s.generated]
+        if len(live) < len(seqs):
+            logits = logits[live]
+        seqs = [seqs[i] for i in live]
+        if seqs:
+            tokens, entries = self._sample(seqs, logits)
+            # penalty counts follow the accepted tokens (before rows move: finishing one moves another)
+            self.sampler.accept([s.row for s in seqs], tokens, [s.tokens for s in seqs])
+            for seq, token, lp in zip(seqs, tokens, entries, strict=True):
+                if lp is not None:
+                    seq.logprobs.append(entry_from_row(lp, token, seq.req.top_logprobs, self.token_bytes))
+                self._accept(seq, token)
+        for seq in done:
+            self._finish(seq, "length")
+
+    def _sample(self, seqs: list[_Seq], logits: torch.Tensor) -> tuple[list[int], list[list[float] | None]]:
+        """The next token of each sequence, and its logprob row (``batch_logprobs``) where asked for."""
+        wants = [i for i, s in enumerate(seqs) if s.req.logprobs]
         # logprobs are the model's own: taken before grammar masks, penalties and temperature
-        raw = {i: logits[i].clone() for i, s in enumerate(seqs) if s.req.logprobs}
+        raw = logits[wants].clone() if wants else None
         constrained = [(i, s.req.grammar) for i, s in enumerate(seqs) if s.req.grammar is not None]
         if constrained:
             from .grammar import apply_grammar_masks
 
             apply_grammar_masks(logits, constrained)
-        for i, seq in enumerate(seqs):
-            if seq.req.options.max_new_tokens <= seq.generated:
-                self._finish(seq, "length")
-                continue
-            token = seq.sampler.sample(logits[i], seq.tokens)
-            if i in raw:
-                seq.logprobs.append(token_logprobs(raw[i], token, seq.req.top_logprobs, self.token_bytes))
-            self._accept(seq, token)
+        chosen = self.sampler.sample([s.row for s in seqs], logits)  # [n] on the device
+        if raw is None:
+            return chosen.tolist(), [None] * len(seqs)  # the step's one host sync
+        top = max(seqs[i].req.top_logprobs for i in wants)
+        picked = chosen[wants] if len(wants) < len(seqs) else chosen
+        table = batch_logprobs(raw, picked, top)  # [w, 1 + 2 * top]
+        host = torch.cat([chosen.double(), table.flatten()]).tolist()  # the step's one host sync
+        tokens = [int(t) for t in host[: len(seqs)]]
+        width = table.shape[1]
+        entries: list[list[float] | None] = [None] * len(seqs)
+        for j, i in enumerate(wants):
+            entries[i] = host[len(seqs) + j * width : len(seqs) + (j + 1) * width]
+        return tokens, entries
 
     @functools.cached_property
     def token_bytes(self) -> TokenBytes:
@@ -363,7 +392,10 @@ class ModelWorker:
         last = self.rows.pop()
         if last is not seq:
             self.rows[row] = last
+            self.sampler.move(last.row, row)
             last.row = row
+        else:
+            self.sampler.release(row)
         seq.row = -1
         seq.solo_cache = None
 

@@ -36,9 +36,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from converters.int4 import register  # noqa: E402
 from converters.quantize import quantize_directory  # noqa: E402
 from converters.quantize_schemes import SCHEMES, QuantScheme  # noqa: E402
-from ollama_torch.engine.int4 import register  # noqa: E402
 from ollama_torch.engine.quantized import prepare_for_cpu, quiet_bitsandbytes, resident_bytes  # noqa: E402
 
 TEXT = ROOT / "tests" / "data" / "perplexity-en.txt"

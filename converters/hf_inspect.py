@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ollama_torch.capabilities import jinja_template_capabilities
-
+from .chat_template import jinja_template_capabilities
 from .common import human_number
 
 SAFETENSORS_DTYPES = {

@@ -109,7 +109,7 @@ def _quantize_weight(w: torch.Tensor, key: str, scheme: QuantScheme, device: tor
     """The state-dict entries bitsandbytes' Linear4bit / Linear8bitLt save for this weight."""
     prefix = key.removesuffix("weight")  # "model.layers.0.mlp.down_proj."
     if scheme.method == "int4":
-        from ollama_torch.engine.int4 import quantize_int4
+        from converters.int4 import quantize_int4
 
         return {prefix + name: t.cpu() for name, t in quantize_int4(w.to(device), scheme.blocksize).items()}
     functional = _bnb().functional
@@ -163,7 +163,7 @@ def quantize_directory(
         names, keep = quantization_targets(config, scheme.blocksize if scheme.method == "int4" else 0)
         targets = {f"{name}.weight" for name in names}
         if scheme.method == "int4":
-            from ollama_torch.engine.int4 import config_dict
+            from converters.int4 import config_dict
 
             raw_config["quantization_config"] = config_dict(scheme.blocksize, keep)
         else:
@@ -226,7 +226,7 @@ def verify_quantized(model_dir: Path, scheme: QuantScheme, device: str | None = 
 
     import transformers
 
-    from ollama_torch.engine.int4 import Int4Linear, register
+    from converters.int4 import Int4Linear, register
 
     register()
     config = transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True)

@@ -17,7 +17,6 @@ import json
 import logging
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -36,8 +35,6 @@ log = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], None]
 Pull = Callable[[ModelName, Emit], None]
 
-_conversion_locks: dict[str, threading.Lock] = {}
-_conversion_locks_guard = threading.Lock()
 
 
 def _detect_kind(store: ModelStore, files: dict[str, str]) -> str:
@@ -230,9 +227,8 @@ def _from_gguf(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emi
     emit({"status": "parsing GGUF"})
     ensure_gguf_converted(store, digest, emit)
     layers.existing(Layer(MediaType.MODEL, digest, store.blobs.size(digest)))
+    from converters.chat_template import jinja_template_capabilities
     from converters.common import human_number
-
-    from ..capabilities import jinja_template_capabilities
 
     caps = list(info.capabilities)
     if "completion" in caps and info.chat_template:
@@ -266,32 +262,25 @@ def _is_gguf_blob(store: ModelStore, digest: str) -> bool:
 
 
 def ensure_gguf_converted(store: ModelStore, digest: str, emit: Emit | None = None) -> Path:
-    """The Safetensors conversion of a GGUF blob, made once and kept in the store's derived directory."""
-    out = store.derived_dir(digest)
-    with _conversion_locks_guard:
-        lock = _conversion_locks.setdefault(digest, threading.Lock())
-    with lock:
-        if (out / "config.json").is_file():
-            return out
-        from converters.gguf_to_hf import convert_gguf_to_hf
+    """The Safetensors conversion of a GGUF blob, made once and kept in the store's derived directory;
+    a conversion made now streams ``converting model`` progress."""
+    from converters.gguf_to_hf import converted
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        last = 0.0
+    last = 0.0
 
-        def progress(done: int, total: int) -> None:
-            nonlocal last
-            now = time.monotonic()
-            if emit is not None and (now - last > 0.1 or done >= total):
-                last = now
-                emit({"status": "converting model", "total": total, "completed": done})
-
-        if emit is not None:
+    def progress(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if done == 0 and emit is not None:
             emit({"status": "converting model"})
-        try:
-            convert_gguf_to_hf(store.blobs.path(digest), out, progress=progress)
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from None
-        return out
+        if emit is not None and (now - last > 0.1 or done >= total):
+            last = now
+            emit({"status": "converting model", "total": total, "completed": done})
+
+    try:
+        return converted(store.blobs.path(digest), store.derived_dir(digest), progress)[0]
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 # -- checks ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import BadRequest, InternalError
 from ..settings import Settings
-from ..store import StoredModel
+from ..store import ModelStore, StoredModel
 from .cache import BatchKVCache
 from .quantized import prepare_for_cpu, resident_bytes, stored_dtype
 
@@ -86,17 +86,21 @@ class LoadedModel:
         return self.size_bytes if self.device.type == "cuda" else 0
 
 
-def model_directory(stored: StoredModel) -> tuple[Path, Callable[[], None]]:
-    """A Hugging Face directory for the model: the GGUF's cached conversion, or a directory of symlinks to
-    the stored files (removed again when the model unloads)."""
-    if stored.gguf_layer is not None:
-        from ..create.service import ensure_gguf_converted
+def model_directory(stored: StoredModel, store: ModelStore) -> tuple[Path, Callable[[], None]]:
+    """A Hugging Face directory for the model: the GGUF's cached conversion (made now for a model an
+    Ollama created), or a directory of symlinks to the stored files (removed again when the model unloads)."""
+    gguf = stored.gguf_layer
+    if gguf is not None:
+        from converters.gguf_to_hf import converted
 
-        return ensure_gguf_converted(stored.store, stored.gguf_layer.digest), lambda: None
+        try:
+            return converted(store.blobs.path(gguf.digest), store.derived_dir(gguf.digest))[0], lambda: None
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
     files = stored.hf_files
     if not files:
         raise BadRequest(f"{stored.name.display_shortest} has no weights to load")
-    root = stored.store.root / "ollama-torch" / "tmp"
+    root = store.root / "ollama-torch" / "tmp"
     root.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix="load-", dir=root))
     for rel, layer in files.items():
@@ -132,7 +136,7 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     return frozenset(ids)
 
 
-def load_model(stored: StoredModel, settings: Settings) -> LoadedModel:
+def load_model(stored: StoredModel, settings: Settings, store: ModelStore) -> LoadedModel:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # the server's log is not a terminal
@@ -143,7 +147,7 @@ def load_model(stored: StoredModel, settings: Settings) -> LoadedModel:
     quantized_dtype = stored_dtype(stored)  # weights quantized at create time load in their stored dtype
     if quantized_dtype is not None and not settings.dtype:
         dtype = quantized_dtype
-    directory, cleanup = model_directory(stored)
+    directory, cleanup = model_directory(stored, store)
     try:
         kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
         if device.type == "cuda":

@@ -31,7 +31,7 @@ def stored_dtype(stored: StoredModel) -> torch.dtype | None:
     """The dtype a model quantized at create time must load in, or ``None`` for any other model.
 
     Also teaches Transformers the int4 method, for any model: an uploaded directory may carry it too."""
-    from .int4 import register
+    from converters.int4 import register
 
     register()
     quantization = stored.config.extra.get("quantization")

@@ -167,7 +167,7 @@ class Scheduler:
     def _load_sync(self, key: str, stored: StoredModel) -> Runner:
         from .loader import load_model
 
-        loaded = load_model(stored, self.settings)
+        loaded = load_model(stored, self.settings, self.store)
         try:
             if loaded.kind == "embedding":
                 from .embedder import Embedder

@@ -31,6 +31,11 @@ def parse_digest(text: str) -> str:
     return "sha256:" + m.group(1).lower()
 
 
+def blob_file(root: Path, digest: str) -> Path:
+    """Where the blob ``digest`` lies under the blob directory ``root`` (``sha256-<hex>``, as Ollama names it)."""
+    return root / parse_digest(digest).replace(":", "-", 1)
+
+
 def is_blob_filename(name: str) -> bool:
     return bool(_BLOB_NAME.match(name))
 
@@ -106,7 +111,7 @@ class BlobStore:
         self.root = root
 
     def path(self, digest: str) -> Path:
-        return self.root / parse_digest(digest).replace(":", "-", 1)
+        return blob_file(self.root, digest)
 
     def exists(self, digest: str) -> bool:
         return self.path(digest).is_file()

@@ -14,6 +14,7 @@ So a create holds its digests in ``pinning()``: pinned blobs count as referenced
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -25,11 +26,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import BadRequest, ModelNotFound, NotFound
 from ..names import ModelName
 from .blobs import BlobStore, _fsync_dir, parse_digest
-from .manifest import Manifest
+from .capabilities import model_capabilities
+from .manifest import ConfigV2, Layer, Manifest, MediaType
 from .model import StoredModel
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,7 @@ class ModelStore:
         self.lock = threading.RLock()
         self._pinned: Counter[str] = Counter()  # digest -> in-flight operations holding it (BlobPins)
         self._deferred: set[str] = set()  # pinned blobs a collection would have removed
+        self._gguf_caps: dict[str, set[str]] = {}  # GGUF digest -> capabilities in its metadata
 
     # -- names -------------------------------------------------------------------------------------
     def resolve(self, name: ModelName) -> ModelName | None:
@@ -121,7 +125,61 @@ class ModelStore:
         """Load a model's manifest and small layers; ``ModelNotFound`` (404) when absent."""
         resolved, manifest, raw = self.read_manifest(name)
         mtime = self.manifest_path(resolved).stat().st_mtime
-        return StoredModel.load(self, resolved, manifest, hashlib.sha256(raw).hexdigest(), mtime)
+        config = ConfigV2()
+        if manifest.config.digest and self.blobs.exists(manifest.config.digest):
+            try:
+                config = ConfigV2.from_bytes(self.blobs.read_bytes(manifest.config.digest))
+            except ValueError as exc:
+                log.warning("unreadable config blob for %s: %s", resolved, exc)
+        layers: dict[str, Any] = {"licenses": []}
+        for layer in manifest.layers:
+            if layer.media_type in (MediaType.TEMPLATE, MediaType.PROMPT):
+                layers["template"] = self._text(layer)
+            elif layer.media_type == MediaType.SYSTEM:
+                layers["system"] = self._text(layer)
+            elif layer.media_type == MediaType.LICENSE:
+                layers["licenses"].append(self._text(layer))
+            elif layer.media_type == MediaType.PARAMS:
+                params = self._json(layer, resolved)
+                layers["params"] = params if isinstance(params, dict) else {}
+            elif layer.media_type == MediaType.MESSAGES:
+                messages = self._json(layer, resolved)
+                layers["messages"] = messages if isinstance(messages, list) else []
+        gguf = manifest.by_type(MediaType.MODEL)
+        caps = model_capabilities(
+            config.capabilities, layers.get("template"), lambda: self._gguf_capabilities(gguf[0] if gguf else None, resolved)
+        )
+        return StoredModel(
+            name=resolved, manifest=manifest, digest=hashlib.sha256(raw).hexdigest(), modified_at=mtime,
+            config=config, blobs=self.blobs.root, capabilities=caps, **layers,
+        )
+
+    def _text(self, layer: Layer) -> str:
+        return self.blobs.read_bytes(layer.digest).decode("utf-8", errors="replace")
+
+    def _json(self, layer: Layer, name: ModelName) -> Any:
+        try:
+            return json.loads(self.blobs.read_bytes(layer.digest) or b"null")
+        except ValueError:
+            log.warning("unreadable %s layer %s in %s", layer.media_type, layer.digest, name)
+            return None
+
+    def _gguf_capabilities(self, layer: Layer | None, name: ModelName) -> set[str]:
+        """The capabilities in a GGUF's metadata (a model an Ollama made records none in its config), read
+        once per blob: the file is immutable under its digest."""
+        if layer is None:
+            return {"completion"}
+        cached = self._gguf_caps.get(layer.digest)
+        if cached is None:
+            from converters.gguf_info import read_gguf_info
+
+            try:
+                cached = set(read_gguf_info(self.blobs.path(layer.digest)).capabilities)
+            except Exception as exc:  # an unreadable file still lists; loading it will report the error
+                log.warning("cannot read GGUF metadata of %s: %s", name, exc)
+                return {"completion"}
+            self._gguf_caps[layer.digest] = cached
+        return set(cached)
 
     def exists(self, name: ModelName) -> bool:
         return self.resolve(name) is not None

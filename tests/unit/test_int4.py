@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from converters.int4 import Int4Linear, dequantize, quantize_int4, register, unpack
 from converters.quantize import quantize_directory
 from converters.quantize_schemes import SCHEMES
-from ollama_torch.engine.int4 import Int4Linear, dequantize, quantize_int4, register, unpack
 from ollama_torch.engine.quantized import resident_bytes
 
 

@@ -42,7 +42,7 @@ DONE = "[DONE]"
 TIMESTAMP_KEYS = frozenset({"created_at", "modified_at", "expires_at"})
 DURATION_KEYS = frozenset({"total_duration", "eval_duration"})
 DROPPED_KEYS = frozenset({"load_duration", "prompt_eval_count", "prompt_eval_duration"})
-COUNT_KEYS = frozenset({"prompt_tokens", "total_tokens"})  # /v1 usage: prompt tokens depend on the prefix cache
+COUNT_KEYS = frozenset({"prompt_tokens", "total_tokens", "cached_tokens"})  # /v1 usage: depends on the prefix cache
 # Values that depend on the numerics of the device (generated text); compared only where the goldens were
 # recorded (CPU, float32).
 GENERATED_KEYS = frozenset({

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from jsonschema import Draft202012Validator  # noqa: E402
 from jsonschema.validators import validator_for  # noqa: E402
 
-from ollama_torch.engine.grammar import (  # noqa: E402
+from ollama_torch.engine.grammar.compiler import (  # noqa: E402
     JSON_OBJECT,
     GrammarCompiler,
     GrammarState,

@@ -1,9 +1,9 @@
 """Inspect a Hugging Face model directory before it is stored: architecture, size, dtype, capabilities.
 
 Reads only ``config.json``, tokenizer metadata and Safetensors *headers* (never tensor data), then checks
-the architecture by building the config with Transformers: anything ``AutoConfig`` cannot build or whose
-``architectures[0]`` Transformers does not provide is refused with ``unsupported architecture "X"``,
-before a single byte is copied.
+the architecture by building the config with Transformers (``hf_check``): anything ``AutoConfig`` cannot
+build or whose ``architectures[0]`` Transformers does not provide is refused with ``unsupported
+architecture "X"``, before a single byte is copied.
 """
 
 from __future__ import annotations
@@ -242,26 +242,6 @@ def quantized_file_type(quantization: dict[str, Any]) -> str:
     if method == "ollama_int4":
         return "INT4"
     return method.upper() or "QUANTIZED"
-
-
-def check_architecture(model_dir: Path, info: HFModelInfo) -> None:
-    """Build the config with Transformers and check it provides the architecture's class."""
-    import transformers
-
-    if info.config.get("auto_map"):
-        raise UnsupportedModel(
-            f'unsupported architecture "{info.architecture or info.family}": it needs trust_remote_code, '
-            "which ollama-torch does not run"
-        )
-    try:
-        transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
-    except (ValueError, KeyError, OSError) as exc:
-        label = info.architecture or info.config.get("model_type") or "unknown"
-        raise UnsupportedModel(f'unsupported architecture "{label}": {exc}') from None
-    if not info.architecture:
-        raise UnsupportedModel("config.json does not name its architecture (\"architectures\" is empty)")
-    if not hasattr(transformers, info.architecture):
-        raise UnsupportedModel(f'unsupported architecture "{info.architecture}"')
 
 
 def show_model_info(info: HFModelInfo) -> dict[str, Any]:

@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _serve(args: argparse.Namespace, client: Client, settings: Settings) -> None:
-    from ..server.run import serve  # the server (aiohttp, torch) loads only here
+    from ..serve import serve  # the server (aiohttp, torch) loads only here
 
     serve(settings, demo=args.demo)
 
@@ -50,6 +50,7 @@ def _show(args: argparse.Namespace, client: Client, settings: Settings) -> None:
 
 
 def _run(args: argparse.Namespace, client: Client, settings: Settings) -> None:
+    from .repl import repl
     from .run import run_command
 
     truncate = None if args.truncate is None else args.truncate.lower() in ("true", "1", "t", "yes")
@@ -65,6 +66,7 @@ def _run(args: argparse.Namespace, client: Client, settings: Settings) -> None:
         insecure=args.insecure,
         truncate=truncate,
         dimensions=args.dimensions,
+        session=repl,
     )
 
 

@@ -9,7 +9,7 @@ a chat history for ``/api/chat``. Thinking is shown between ``Thinking...`` and 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,7 +267,9 @@ def run_command(
     insecure: bool = False,
     truncate: bool | None = None,
     dimensions: int = 0,
+    session: Callable[[Client, RunOptions], None] | None = None,
 ) -> None:
+    """``ollama run``: one answer for a prompt (or piped input), else the interactive ``session``."""
     opts = RunOptions(
         model=model,
         format=format,
@@ -299,11 +301,9 @@ def run_command(
         return
     if "image" in caps:
         raise ClientError("image generation models are not currently supported")
-    if not interactive:
+    if not interactive or session is None:
         generate(client, opts)
         return
-
-    from .repl import repl
 
     load(client, opts)
     for message in opts.loaded_messages:
@@ -311,4 +311,4 @@ def run_command(
             print(f">>> {message.get('content', '')}")
         elif message.get("role") == "assistant":
             print(f"{message.get('content', '')}\n")
-    repl(client, opts)
+    session(client, opts)

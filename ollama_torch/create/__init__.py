@@ -1,6 +1,9 @@
-"""Model creation (``/api/create``): from uploaded files (Safetensors directory or GGUF) or from a model."""
+"""Model creation (``/api/create``): from uploaded files (Safetensors directory or GGUF) or from a model.
 
-from .request import CreateRequest, validate_file_path
-from .service import create_model
+``request`` (the request as a value, and the ``CreateModel`` signature) imports no torch; ``service`` runs a
+create, with the converters. Importing this package loads only ``request``.
+"""
 
-__all__ = ["CreateRequest", "create_model", "validate_file_path"]
+from .request import CreateModel, CreateRequest, validate_file_path
+
+__all__ = ["CreateModel", "CreateRequest", "validate_file_path"]

@@ -28,6 +28,7 @@ from converters.quantize_schemes import QuantScheme, UnsupportedQuantization, ch
 
 from ..errors import BadRequest
 from ..store import BlobPins, ConfigV2, Layer, MediaType, ModelStore
+from .derived import ensure_gguf_converted
 
 Emit = Callable[[dict[str, Any]], None]
 # Ollama reports quantization progress under this placeholder digest (server/create.go).
@@ -81,8 +82,6 @@ def quantize_layers(
     work = Path(tempfile.mkdtemp(prefix="quantize-", dir=root))
     try:
         if gguf:
-            from .service import ensure_gguf_converted
-
             src = ensure_gguf_converted(store, gguf[0].digest, emit)
             files = {p.relative_to(src).as_posix(): p for p in sorted(src.rglob("*")) if p.is_file()}
         else:

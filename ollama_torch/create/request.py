@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import BadRequest
 from ..names import ModelName
+from ..store import ModelStore
 from ..store.blobs import parse_digest
+
+Emit = Callable[[dict[str, Any]], None]  # one status line of the create's stream
+Pull = Callable[[ModelName, Emit], None]  # fetches a model ``FROM`` names that is not stored yet
+
+
+class CreateModel(Protocol):
+    """``create.service.create_model``, for those that are handed it rather than importing it: the HTTP
+    layer and the registry never import the converters (torch, Transformers) a create runs."""
+
+    def __call__(self, store: ModelStore, req: CreateRequest, emit: Emit, *, noprune: bool = False, pull: Pull | None = None) -> None: ...
 
 
 def validate_file_path(path: str) -> str:

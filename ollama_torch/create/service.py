@@ -17,8 +17,6 @@ import json
 import logging
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,13 +25,12 @@ from ..errors import BadRequest, ModelNotFound, NotImplementedYet
 from ..names import ModelName
 from ..store import BlobPins, ConfigV2, Layer, Manifest, MediaType, ModelStore
 from ..store.manifest import go_json
+from .derived import ensure_gguf_converted
 from .quantize import QuantScheme, check_quantizable, media_type_for, parse_scheme, quantize_layers
-from .request import CreateRequest
+from .request import CreateRequest, Emit, Pull
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[dict[str, Any]], None]
-Pull = Callable[[ModelName, Emit], None]
 
 
 
@@ -178,7 +175,9 @@ def _from_model(
 
 
 def _from_safetensors(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit, scheme: QuantScheme | None) -> ConfigV2:
-    from converters.hf_inspect import UnsupportedModel, check_architecture, inspect_hf_files
+    from converters.hf_check import check_architecture
+
+    from converters.hf_inspect import UnsupportedModel, inspect_hf_files
 
     with _materialized(store, req.files) as model_dir:
         files = {rel: model_dir / rel for rel in req.files}
@@ -259,28 +258,6 @@ def _check_gguf_architecture(architecture: str) -> None:
 def _is_gguf_blob(store: ModelStore, digest: str) -> bool:
     with store.blobs.open(digest) as f:
         return f.read(4) == b"GGUF"
-
-
-def ensure_gguf_converted(store: ModelStore, digest: str, emit: Emit | None = None) -> Path:
-    """The Safetensors conversion of a GGUF blob, made once and kept in the store's derived directory;
-    a conversion made now streams ``converting model`` progress."""
-    from converters.gguf_to_hf import converted
-
-    last = 0.0
-
-    def progress(done: int, total: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if done == 0 and emit is not None:
-            emit({"status": "converting model"})
-        if emit is not None and (now - last > 0.1 or done >= total):
-            last = now
-            emit({"status": "converting model", "total": total, "completed": done})
-
-    try:
-        return converted(store.blobs.path(digest), store.derived_dir(digest), progress)[0]
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
 
 
 # -- checks ---------------------------------------------------------------------------------------------

@@ -162,6 +162,11 @@ class Embedder:
 
     # -- public API ----------------------------------------------------------------------------------
     @property
+    def max_rows(self) -> int:
+        """Requests embedded together before more count as waiting (the scheduler's queue limit)."""
+        return self.max_batch_size
+
+    @property
     def dimension(self) -> int:
         if self.pipeline.dense:
             return int(self.pipeline.dense[-1].weight.shape[0])

@@ -1,6 +1,13 @@
-"""One generation request end to end on the engine side: build the prompt (on a thread), attach the
-grammar (``format``, tool calls: see ``grammar_request``), submit to the model's worker, and hand its
-events back to the event loop as they come."""
+"""One generation request on the engine side:
+
+    prepare (on a thread of its own: the prompt rendered, fitted and tokenized, images through the vision
+             processor, the response plan, the grammar) -> the model's worker -> its events shaped into the
+             typed chunks of ``engine.api``
+
+The response plan (``shaping.plan_response``: reasoning tags, tool-call markup, whether the prompt already
+opened either) is made once per request; the grammar that constrains the output and the shaper that splits
+it both derive from it, so they always agree.
+"""
 
 from __future__ import annotations
 
@@ -9,50 +16,100 @@ import io
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BadRequest, ServerBusy
-from ..settings import Settings
-from ..shaping import plan_response
-from ..store import StoredModel
+from ..errors import BadRequest, InternalError, OllamaError
 from ..templates.prompt import check_cancelled
-from .options import GenerationOptions
-from .prompt import BuiltPrompt, PromptJob, build_prompt
-from .requests import DoneEvent, ErrorEvent, Event, GenerationRequest
-from .threads import in_fresh_thread
+from .api import (
+    Chat,
+    Chunk,
+    Completion,
+    Content,
+    Done,
+    GenerationCall,
+    JsonObject,
+    Logprobs,
+    Rendered,
+    Stats,
+    Thinking,
+    TokenLogprob,
+    ToolCall,
+    ToolCalls,
+)
+from .grammar.compiler import GrammarState
+from .loader import LoadedModel
+from .prompt import BuiltPrompt, build_prompt
+from .requests import DoneEvent, ErrorEvent, Event, GenerationRequest, TextEvent
+from .shaping import ResponsePlan, ResponseShaper, Shaped, plan_response
+from .worker import ModelWorker
 
 log = logging.getLogger(__name__)
 _IMG_TAG = re.compile(r"\[img-\d+\]")
 
 
-class ModelExtras:
-    """Things derived once per loaded model and kept with it (FIM tokens, grammar compiler)."""
+@dataclass
+class Prepared:
+    """What a request needs before it can join the batch."""
 
-    def __init__(self, loaded: Any) -> None:
-        self.loaded = loaded
-        self._compiler: Any = None
-        self._lock = threading.Lock()
-        vocab = set(loaded.tokenizer.get_vocab())
-        from converters.hf_inspect import fim_tokens_of
-
-        self.fim = fim_tokens_of(vocab)
-
-    def compiler(self) -> Any:
-        with self._lock:
-            if self._compiler is None:
-                from .grammar import GrammarCompiler
-
-                self._compiler = GrammarCompiler(self.loaded.tokenizer, self.loaded.logits_width, sorted(self.loaded.eos_ids))
-            return self._compiler
+    built: BuiltPrompt
+    plan: ResponsePlan
+    grammar: GrammarState | None = None
+    model_inputs: dict[str, Any] = field(default_factory=dict)  # e.g. pixel_values for vision prompts
 
 
-def extras_for(loaded: Any) -> ModelExtras:
-    extras = getattr(loaded, "extras", None)
-    if extras is None:
-        extras = ModelExtras(loaded)
-        loaded.extras = extras
-    return extras
+def tools_of(call: GenerationCall) -> Sequence[JsonObject]:
+    return call.input.tools if isinstance(call.input, Chat) else ()
+
+
+# -- preparation (on a thread) ----------------------------------------------------------------------------
+def prepare(loaded: LoadedModel, call: GenerationCall, cancel: threading.Event | None = None) -> Prepared:
+    """The prompt, its plan and its grammar. ``cancel`` (set once the client is gone) stops it between
+    renders (``PromptCancelled``)."""
+    built, model_inputs = prompt_of(loaded, call, cancel)
+    plan = plan_response(built, call.think, tools_of(call))
+    grammar = _grammar(loaded, plan, call) if call.format is not None or tools_of(call) else None
+    return Prepared(built, plan, grammar, model_inputs)
+
+
+def render(loaded: LoadedModel, call: GenerationCall, cancel: threading.Event | None = None) -> Rendered:
+    built, _ = prompt_of(loaded, call, cancel)
+    return Rendered(built.text, len(built.images))
+
+
+def prompt_of(loaded: LoadedModel, call: GenerationCall, cancel: threading.Event | None) -> tuple[BuiltPrompt, dict[str, Any]]:
+    """Render and tokenize the prompt; for vision prompts, run the processor over text and images."""
+    template = getattr(loaded.tokenizer, "chat_template", None)
+    if loaded.processor is not None:
+        template = getattr(loaded.processor, "chat_template", None) or template
+    vocab = loaded.vocab_size
+    context = call.input.context if isinstance(call.input, Completion) else ()
+    bad = next((t for t in context if not 0 <= t < vocab), None)
+    if bad is not None:
+        raise BadRequest(f"invalid context: token id {bad} is outside the model's vocabulary (0..{vocab - 1})")
+    built = build_prompt(loaded.tokenizer, template, call, fim=loaded.fim, cancel=cancel)
+    model_inputs: dict[str, Any] = {}
+    if built.images:
+        check_cancelled(cancel)
+        if loaded.processor is None:
+            raise BadRequest(f'"{call.model.name.display_shortest}" does not support images')
+        text = built.text
+        token = getattr(loaded.processor, "image_token", None)
+        if built.go_template is not None and token:  # Ollama's [img-N] tags mark where each image goes
+            text = _IMG_TAG.sub(lambda _: str(token), text)
+        # As Transformers' processor.apply_chat_template decides: add special tokens (BOS) unless the
+        # rendered prompt already starts with BOS, so a template that writes BOS does not get two.
+        bos = getattr(loaded.tokenizer, "bos_token", None)
+        specials = not (bos and text.startswith(bos))
+        batch = loaded.processor(text=[text], images=_decode_images(built.images), return_tensors="pt", add_special_tokens=specials)
+        built.ids = list(context) + batch["input_ids"][0].tolist()
+        if len(built.ids) > call.options.num_ctx:  # each image became many tokens; a cut through an image cannot run
+            raise BadRequest("the input length exceeds the context length")
+        model_inputs = {k: v.to(loaded.device) for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
+        if "pixel_values" in model_inputs:
+            model_inputs["pixel_values"] = model_inputs["pixel_values"].to(loaded.dtype)
+    return built, model_inputs
 
 
 def _decode_images(images: list[bytes]) -> list[Any]:
@@ -67,98 +124,106 @@ def _decode_images(images: list[bytes]) -> list[Any]:
     return out
 
 
-def prepare(
-    loaded: Any, stored: StoredModel, job: PromptJob, opts: GenerationOptions, cancel: threading.Event | None = None
-) -> tuple[BuiltPrompt, dict[str, Any]]:
-    """Render and tokenize the prompt; for vision prompts, run the processor over text and images.
-    ``cancel`` (set once the client is gone) stops it between renders (``PromptCancelled``)."""
-    extras = extras_for(loaded)
-    template = getattr(loaded.tokenizer, "chat_template", None)
-    if loaded.processor is not None:
-        template = getattr(loaded.processor, "chat_template", None) or template
-    vocab = loaded.vocab_size
-    bad = next((t for t in job.context if not 0 <= t < vocab), None)
-    if bad is not None:
-        raise BadRequest(f"invalid context: token id {bad} is outside the model's vocabulary (0..{vocab - 1})")
-    built = build_prompt(
-        loaded.tokenizer, template, stored, job, num_ctx=opts.num_ctx, num_keep=opts.num_keep, fim=extras.fim, cancel=cancel
-    )
-    model_inputs: dict[str, Any] = {}
-    if built.images:
-        check_cancelled(cancel)
-        if loaded.processor is None:
-            raise BadRequest(f'"{stored.name.display_shortest}" does not support images')
-        text = built.text
-        token = getattr(loaded.processor, "image_token", None)
-        if built.go_template is not None and token:  # Ollama's [img-N] tags mark where each image goes
-            text = _IMG_TAG.sub(lambda _: str(token), text)
-        # As Transformers' processor.apply_chat_template decides: add special tokens (BOS) unless the
-        # rendered prompt already starts with BOS, so a template that writes BOS does not get two.
-        bos = getattr(loaded.tokenizer, "bos_token", None)
-        specials = not (bos and text.startswith(bos))
-        batch = loaded.processor(text=[text], images=_decode_images(built.images), return_tensors="pt", add_special_tokens=specials)
-        built.ids = job.context + batch["input_ids"][0].tolist()
-        if len(built.ids) > opts.num_ctx:  # each image became many tokens; a cut through an image cannot run
-            raise BadRequest("the input length exceeds the context length")
-        model_inputs = {k: v.to(loaded.device) for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
-        if "pixel_values" in model_inputs:
-            model_inputs["pixel_values"] = model_inputs["pixel_values"].to(loaded.dtype)
-    return built, model_inputs
+def _grammar(loaded: LoadedModel, plan: ResponsePlan, call: GenerationCall) -> GrammarState | None:
+    """The request's grammar state (``grammar.request``), or None when its output is unconstrained."""
+    from .grammar.request import request_grammar
 
-
-def _grammar(loaded: Any, built: BuiltPrompt, job: PromptJob, opts: GenerationOptions, format_spec: Any) -> Any:
-    """The request's grammar state (``grammar_request``), or None when its output is unconstrained."""
-    from .grammar_request import TOOL_GRAMMAR_OPTION, request_grammar
-
-    plan = plan_response(built, job.think, job.tools)
-    constrain_tools = opts.extra.get(TOOL_GRAMMAR_OPTION) is not False
-    if format_spec is None and not constrain_tools:
+    constrain_tools = call.options.tool_grammar
+    if call.format is None and not constrain_tools:
         return None
     try:
-        compiler = extras_for(loaded).compiler()
+        compiler = loaded.grammar_compiler()
     except ValueError as exc:  # e.g. a slow (Python) tokenizer llguidance cannot read
-        if format_spec is not None:
+        if call.format is not None:
             raise BadRequest(f"structured outputs are not supported by this model: {exc}") from None
         log.warning("tool calls are parsed but not constrained: %s", exc)
         return None
-    return request_grammar(compiler, plan, format_spec, job.tools, constrain_tools=constrain_tools)
+    return request_grammar(compiler, plan, call.format, tools_of(call), constrain_tools=constrain_tools)
 
 
-async def generate(
-    settings: Settings, runner: Any, stored: StoredModel, job: PromptJob, opts: GenerationOptions, format_spec: Any = None
-) -> AsyncIterator[Event | BuiltPrompt]:
-    """Yields the built prompt first (for debug/metrics), then the worker's events until done."""
-    loaded = runner.loaded
-    cancel = threading.Event()  # set by in_fresh_thread if this request is cancelled while preparing
-    built, model_inputs = await in_fresh_thread(prepare, loaded, stored, job, opts, cancel, cancel=cancel)
-    yield built
-    grammar = None
-    if format_spec is not None or job.tools:
-        grammar = await in_fresh_thread(_grammar, loaded, built, job, opts, format_spec)
-    worker = runner.worker
-    if worker.active >= worker.max_rows + settings.max_queue:
-        raise ServerBusy()
+# -- the stream ---------------------------------------------------------------------------------------------
+async def stream(worker: ModelWorker, call: GenerationCall, prepared: Prepared, load_seconds: float) -> AsyncIterator[Chunk]:
+    """Submit the prepared request to the worker and yield its output as typed chunks, ending with
+    :class:`Done`. Leaving early (the client went away) frees its batch row at the next step."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Event] = asyncio.Queue()
+
     def emit(event: Event) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, event)
 
     req = GenerationRequest(
-        prompt_ids=built.ids,
-        options=opts,
+        prompt_ids=prepared.built.ids,
+        options=call.options,
         emit=emit,
-        grammar=grammar,
-        model_inputs=model_inputs,
-        logprobs=job.logprobs,
-        top_logprobs=job.top_logprobs if job.logprobs else 0,
+        grammar=prepared.grammar,
+        model_inputs=prepared.model_inputs,
+        logprobs=call.logprobs,
+        top_logprobs=call.top_logprobs if call.logprobs else 0,
     )
+    shaper = _Chunker(ResponseShaper.from_plan(prepared.plan))
     worker.submit(req)
     try:
         while True:
             event = await queue.get()
-            yield event
-            if isinstance(event, (DoneEvent, ErrorEvent)):
+            if isinstance(event, TextEvent):
+                for chunk in shaper.add(event.text, event.logprobs):
+                    yield chunk
+            elif isinstance(event, DoneEvent):
+                for chunk in shaper.finish():
+                    yield chunk
+                yield Done(event.reason, _stats(event, load_seconds), tuple(event.tokens))
                 return
+            elif isinstance(event, ErrorEvent):
+                err = event.error
+                raise err if isinstance(err, OllamaError) else InternalError(f"an error was encountered while running the model: {err}")
     finally:
         req.cancelled.set()  # a client that went away frees its batch slot at the next step
 
+
+def _stats(done: DoneEvent, load_seconds: float) -> Stats:
+    return Stats(
+        prompt_tokens=done.prompt_tokens,
+        cached_tokens=done.cached_tokens,
+        prompt_eval_count=done.prompt_eval_count,
+        prompt_eval_duration=done.prompt_eval_duration,
+        eval_count=done.eval_count,
+        eval_duration=done.eval_duration,
+        load_duration=load_seconds,
+    )
+
+
+class _Chunker:
+    """The shaper's pieces as typed chunks: the logprobs of a piece of text ride on the first chunk it
+    made, or come alone when the text is held back; tool calls are numbered across the response."""
+
+    def __init__(self, shaper: ResponseShaper) -> None:
+        self.shaper = shaper
+        self.calls = 0
+
+    def add(self, text: str, logprobs: tuple[TokenLogprob, ...]) -> list[Chunk]:
+        return self._chunks(self.shaper.add(text), logprobs)
+
+    def finish(self) -> list[Chunk]:
+        return self._chunks(self.shaper.finish(), ())
+
+    def _chunks(self, pieces: list[Shaped], logprobs: tuple[TokenLogprob, ...]) -> list[Chunk]:
+        out: list[Chunk] = []
+        for piece in pieces:
+            lp, logprobs = logprobs, ()
+            if piece.thinking:
+                out.append(Thinking(piece.thinking, lp))
+            elif piece.tool_calls:
+                out.append(ToolCalls(tuple(self._call(c) for c in piece.tool_calls), lp))
+            elif piece.content:
+                out.append(Content(piece.content, lp))
+            elif lp:
+                out.append(Logprobs(lp))
+        if logprobs:  # no piece to ride on: the text is held back
+            out.append(Logprobs(logprobs))
+        return out
+
+    def _call(self, raw: dict[str, Any]) -> ToolCall:
+        function = raw.get("function", {})
+        call = ToolCall(str(function.get("name", "")), dict(function.get("arguments") or {}), str(raw.get("id", "")), self.calls)
+        self.calls += 1
+        return call

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from .api import JsonObject, TokenLogprob
+
 
 @functools.lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
@@ -68,12 +70,9 @@ class TokenBytes:
         return str(text).encode()
 
 
-def entry(token_bytes: TokenBytes, token: int, logprob: float) -> dict[str, Any]:
+def entry(token_bytes: TokenBytes, token: int, logprob: float, top: tuple[TokenLogprob, ...] = ()) -> TokenLogprob:
     raw = token_bytes(token)
-    out: dict[str, Any] = {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob}
-    if raw:
-        out["bytes"] = list(raw)
-    return out
+    return TokenLogprob(raw.decode("utf-8", errors="replace"), logprob, tuple(raw), top)
 
 
 def batch_logprobs(raw: torch.Tensor, chosen: torch.Tensor, top: int) -> torch.Tensor:
@@ -88,19 +87,20 @@ def batch_logprobs(raw: torch.Tensor, chosen: torch.Tensor, top: int) -> torch.T
     return torch.cat([p.double() for p in parts], dim=-1)
 
 
-def entry_from_row(row: list[float], token: int, top: int, token_bytes: TokenBytes) -> dict[str, Any]:
+def entry_from_row(row: list[float], token: int, top: int, token_bytes: TokenBytes) -> TokenLogprob:
     """One response entry from a row of :func:`batch_logprobs` (read back as floats) for ``token``, with the
     request's own ``top`` alternatives (at most as many as the row holds)."""
-    out = entry(token_bytes, token, row[0])
+    alternatives: tuple[TokenLogprob, ...] = ()
     if top > 0:
         width = (len(row) - 1) // 2
         values, ids = row[1 : 1 + width], row[1 + width :]
-        out["top_logprobs"] = [entry(token_bytes, int(i), v) for v, i in zip(values[:top], ids[:top], strict=True)]
-    return out
+        alternatives = tuple(entry(token_bytes, int(i), v) for v, i in zip(values[:top], ids[:top], strict=True))
+    return entry(token_bytes, token, row[0], alternatives)
 
 
-def token_logprobs(logits: torch.Tensor, token: int, top: int, token_bytes: TokenBytes) -> dict[str, Any]:
-    """The entry for ``token`` sampled from one row of raw ``logits`` [V], with the ``top`` best alternatives."""
+def token_logprobs(logits: torch.Tensor, token: int, top: int, token_bytes: TokenBytes) -> JsonObject:
+    """The entry for ``token`` sampled from one row of raw ``logits`` [V], with the ``top`` best alternatives,
+    as Ollama's JSON has it."""
     chosen = torch.tensor([token], device=logits.device)
     row = batch_logprobs(logits[None], chosen, top)[0].tolist()
-    return entry_from_row(row, token, top, token_bytes)
+    return entry_from_row(row, token, top, token_bytes).as_json()

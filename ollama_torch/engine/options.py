@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadRequest
@@ -36,7 +36,8 @@ class GenerationOptions:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     stop: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)  # accepted runner options we do not act on
+    tool_grammar: bool = True  # constrain tool calls to the offered tools (ollama-torch's extension)
+    shift: bool = True  # a full context shifts (drops half of it) instead of ending with "length"
 
     @property
     def greedy(self) -> bool:
@@ -112,7 +113,21 @@ def resolve_options(
         num_ctx = min(num_ctx, model_max_ctx)
     num_ctx = max(num_ctx, MIN_NUM_CTX)
     stop = opts.pop("stop", None) or []
-    known = {f for f in GenerationOptions.__dataclass_fields__ if f not in ("num_ctx", "stop", "extra")}
-    kwargs = {k: v for k, v in opts.items() if k in known}
-    extra = {k: v for k, v in opts.items() if k not in known}
-    return GenerationOptions(num_ctx=num_ctx, stop=tuple(s for s in stop if s), extra=extra, **kwargs)
+    known = {f for f in GenerationOptions.__dataclass_fields__ if f not in ("num_ctx", "stop", "shift")}
+    kwargs = {k: v for k, v in opts.items() if k in known and v is not None}
+    _warn_inert({k: v for k, v in opts.items() if k not in known})
+    return GenerationOptions(num_ctx=num_ctx, stop=tuple(s for s in stop if s), **kwargs)
+
+
+_DEFAULTS = default_options()
+_warned: set[str] = set()
+
+
+def _warn_inert(options: dict[str, Any]) -> None:
+    """Ollama's runner options this engine has no use for (``num_gpu``, ``num_thread``, ``use_mmap``, ...):
+    accepted, as Ollama accepts them; one set to anything but its default is said once in the log rather
+    than silently dropped."""
+    for name, value in options.items():
+        if value is not None and value != _DEFAULTS.get(name) and name not in _warned:
+            _warned.add(name)
+            log.warning("option %r has no effect on this engine (it places and threads models itself); ignored", name)

@@ -17,30 +17,9 @@ from ..errors import BadRequest
 from ..store import StoredModel
 from ..templates import OllamaTemplate, TemplateError
 from ..templates.prompt import chat_prompt, check_cancelled, first_fitting, kept_messages
+from .api import Chat, Completion, GenerationCall, JsonObject, Message, Think
 
 log = logging.getLogger(__name__)
-
-Think = bool | str | None
-
-
-@dataclass
-class PromptJob:
-    """What /api/generate or /api/chat asked for, already validated by the HTTP layer."""
-
-    kind: str  # "generate" | "chat"
-    prompt: str = ""
-    suffix: str = ""
-    system: str = ""
-    template: str = ""
-    raw: bool = False
-    context: list[int] = field(default_factory=list)
-    images: list[bytes] = field(default_factory=list)
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    tools: list[dict[str, Any]] | None = None
-    think: Think = None
-    truncate: bool = True
-    logprobs: bool = False
-    top_logprobs: int = 0
 
 
 @dataclass
@@ -74,14 +53,34 @@ def truncate_ids(ids: list[int], num_ctx: int, num_keep: int) -> list[int]:
     return ids[:keep] + ids[len(ids) - tail :]
 
 
-def _go_template(stored: StoredModel, job: PromptJob) -> OllamaTemplate | None:
-    text = job.template or stored.template
+def _go_template(stored: StoredModel, override: str) -> OllamaTemplate | None:
+    text = override or stored.template
     if text is None or text == "":
         return None
     try:
         return OllamaTemplate.parse(text)
     except TemplateError as exc:
         raise BadRequest(f"template error: {exc}") from None
+
+
+def message_dict(m: Message) -> dict[str, Any]:
+    """A message as templates read it (Ollama's ``api.Message`` JSON; empty fields left out, as Go's
+    ``omitempty``), images as bytes."""
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.images:
+        out["images"] = list(m.images)
+    if m.thinking:
+        out["thinking"] = m.thinking
+    if m.tool_calls:
+        out["tool_calls"] = [
+            ({"id": c.id} if c.id else {}) | {"function": {"index": c.index, "name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+    if m.tool_name:
+        out["tool_name"] = m.tool_name
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    return out
 
 
 def _hf_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -147,19 +146,20 @@ def _fit_messages(
     return text_without(first)
 
 
-def _chat_messages(stored: StoredModel, job: PromptJob) -> list[dict[str, Any]]:
-    if job.kind == "chat":
-        msgs = [dict(m) for m in stored.messages] + [dict(m) for m in job.messages]
-        if stored.system and (not job.messages or job.messages[0].get("role") != "system"):
+def _chat_messages(stored: StoredModel, call: GenerationCall) -> list[dict[str, Any]]:
+    request = call.input
+    if isinstance(request, Chat):
+        msgs = [dict(m) for m in stored.messages] + [message_dict(m) for m in request.messages]
+        if stored.system and (not request.messages or request.messages[0].role != "system"):
             msgs.insert(0, {"role": "system", "content": stored.system})
         return msgs
-    system = job.system or stored.system or ""
+    system = request.system or stored.system or ""
     msgs = [{"role": "system", "content": system}] if system else []
-    if not job.context:
+    if not request.context:
         msgs += [dict(m) for m in stored.messages]
-    user: dict[str, Any] = {"role": "user", "content": job.prompt}
-    if job.images:
-        user["images"] = list(job.images)
+    user: dict[str, Any] = {"role": "user", "content": request.prompt}
+    if request.images:
+        user["images"] = list(request.images)
     msgs.append(user)
     return msgs
 
@@ -167,65 +167,64 @@ def _chat_messages(stored: StoredModel, job: PromptJob) -> list[dict[str, Any]]:
 def build_prompt(
     tokenizer: Any,
     chat_template: str | None,
-    stored: StoredModel,
-    job: PromptJob,
+    call: GenerationCall,
     *,
-    num_ctx: int,
-    num_keep: int,
     fim: tuple[str, str, str] | None = None,
     cancel: threading.Event | None = None,
 ) -> BuiltPrompt:
-    built = _build(tokenizer, chat_template, stored, job, num_ctx=num_ctx, num_keep=num_keep, fim=fim, cancel=cancel)
-    if len(built.ids) > num_ctx:
-        if not job.truncate:
+    """The prompt of ``call``, tokenized, fitted to its ``num_ctx`` (or a 400 with ``truncate: false``)."""
+    opts = call.options
+    built = _build(tokenizer, chat_template, call, fim=fim, cancel=cancel)
+    if len(built.ids) > opts.num_ctx:
+        if not call.truncate:
             raise BadRequest("the input length exceeds the context length")
-        built.ids = truncate_ids(built.ids, num_ctx, num_keep)
+        built.ids = truncate_ids(built.ids, opts.num_ctx, opts.num_keep)
     return built
 
 
 def _build(
-    tokenizer: Any,
-    chat_template: str | None,
-    stored: StoredModel,
-    job: PromptJob,
-    *,
-    num_ctx: int,
-    num_keep: int,
-    fim: tuple[str, str, str] | None,
+    tokenizer: Any, chat_template: str | None, call: GenerationCall, *, fim: tuple[str, str, str] | None,
     cancel: threading.Event | None,
 ) -> BuiltPrompt:
     count = lambda text: len(_encode(tokenizer, text, specials=False))  # noqa: E731
-    if job.raw:
-        ids = _encode(tokenizer, job.prompt, specials=True)
-        return BuiltPrompt(ids, job.prompt)
+    request, stored, num_ctx = call.input, call.model, call.options.num_ctx
+    context = list(request.context) if isinstance(request, Completion) else []
+    if isinstance(request, Completion) and request.raw:
+        ids = _encode(tokenizer, request.prompt, specials=True)
+        return BuiltPrompt(ids, request.prompt)
 
-    go = _go_template(stored, job)
-    if job.kind == "generate" and job.suffix:
+    go = _go_template(stored, request.template if isinstance(request, Completion) else "")
+    if isinstance(request, Completion) and request.suffix:
         if go is not None and go.uses_suffix:
-            text = go.render_generate(job.prompt, suffix=job.suffix)
+            text = go.render_generate(request.prompt, suffix=request.suffix)
             ids = _encode(tokenizer, text, specials=_needs_bos(tokenizer, text))
         elif fim is not None:
-            text = f"{fim[0]}{job.prompt}{fim[1]}{job.suffix}{fim[2]}"
+            text = f"{fim[0]}{request.prompt}{fim[1]}{request.suffix}{fim[2]}"
             ids = _encode(tokenizer, text, specials=False)
         else:
             raise BadRequest(f"{stored.name} does not support insert")
-        return BuiltPrompt(job.context + ids, text, go_template=go)
+        return BuiltPrompt(context + ids, text, go_template=go)
 
-    messages = _chat_messages(stored, job)
+    messages = _chat_messages(stored, call)
+    tools: list[JsonObject] | None = list(request.tools) if isinstance(request, Chat) and request.tools else None
     if go is not None:
         chat = chat_prompt(
-            go, messages, count_tokens=count, num_ctx=num_ctx, tools=job.tools, think=job.think, truncate=job.truncate, cancel=cancel
+            go, messages, count_tokens=count, num_ctx=num_ctx, tools=tools, think=call.think, truncate=call.truncate,
+            cancel=cancel,
         )
         text, images = chat.prompt, list(chat.images)
-        ids = _encode(tokenizer, text, specials=_needs_bos(tokenizer, text) and not job.context)
-        return BuiltPrompt(job.context + ids, text, images, go_template=go)
+        ids = _encode(tokenizer, text, specials=_needs_bos(tokenizer, text) and not context)
+        return BuiltPrompt(context + ids, text, images, go_template=go)
     if not chat_template:
         # No template at all (a base model): Ollama's default template is just the prompt.
-        text = OllamaTemplate.default().render_generate(messages[-1].get("content", "")) if job.kind == "generate" else "\n".join(m.get("content", "") for m in messages)
-        ids = _encode(tokenizer, text, specials=not job.context)
-        return BuiltPrompt(job.context + ids, text)
-    render = lambda msgs: _render_jinja(tokenizer, chat_template, msgs, job.tools, job.think)  # noqa: E731
-    text = _fit_messages(render, count, messages, num_ctx, job.truncate, cancel)
+        if isinstance(request, Completion):
+            text = OllamaTemplate.default().render_generate(messages[-1].get("content", ""))
+        else:
+            text = "\n".join(m.get("content", "") for m in messages)
+        ids = _encode(tokenizer, text, specials=not context)
+        return BuiltPrompt(context + ids, text)
+    render = lambda msgs: _render_jinja(tokenizer, chat_template, msgs, tools, call.think)  # noqa: E731
+    text = _fit_messages(render, count, messages, num_ctx, call.truncate, cancel)
     images = [img for m in messages for img in m.get("images") or ()]
     ids = _encode(tokenizer, text, specials=False)
-    return BuiltPrompt(job.context + ids, text, images, jinja_template=chat_template)
+    return BuiltPrompt(context + ids, text, images, jinja_template=chat_template)

@@ -1,4 +1,4 @@
-"""What flows between the asyncio side and a model worker thread: requests in, events out."""
+"""What flows between the engine front (asyncio) and a model worker thread: requests in, events out."""
 
 from __future__ import annotations
 
@@ -6,21 +6,27 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .api import TokenLogprob
 from .options import GenerationOptions
+
+if TYPE_CHECKING:
+    from .grammar.compiler import GrammarState
 
 
 @dataclass
 class TextEvent:
     text: str
-    logprobs: list[dict[str, Any]] = field(default_factory=list)  # one entry per token behind ``text``
+    logprobs: tuple[TokenLogprob, ...] = ()  # one entry per token behind ``text``
 
 
 @dataclass
 class DoneEvent:
     reason: str  # "stop" | "length"
-    prompt_eval_count: int
+    prompt_tokens: int  # the prompt as submitted
+    cached_tokens: int  # of those, served from the prefix cache
+    prompt_eval_count: int  # tokens prefilled (a context shift prefills again)
     prompt_eval_duration: float  # seconds
     eval_count: int
     eval_duration: float
@@ -40,7 +46,7 @@ class GenerationRequest:
     prompt_ids: list[int]
     options: GenerationOptions
     emit: Callable[[Event], None]  # called on the worker thread; must be thread-safe and cheap
-    grammar: Any = None  # ollama_torch.engine.grammar.GrammarState, or None
+    grammar: GrammarState | None = None
     model_inputs: dict[str, Any] = field(default_factory=dict)  # e.g. pixel_values for vision prompts
     logprobs: bool = False
     top_logprobs: int = 0  # alternatives per token (0..20), with ``logprobs``

@@ -17,13 +17,18 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ..errors import ServerBusy
+from ..errors import InternalError, ServerBusy
 from ..names import ModelName
 from ..settings import Settings
 from ..store import ModelStore, StoredModel
 from .threads import in_fresh_thread
+
+if TYPE_CHECKING:
+    from .embedder import Embedder
+    from .loader import LoadedModel
+    from .worker import ModelWorker
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +44,8 @@ def weights_key(model: StoredModel) -> str:
 class Runner:
     key: str
     stored: StoredModel
-    loaded: Any  # LoadedModel
-    worker: Any  # ModelWorker or Embedder
+    loaded: LoadedModel | None  # None once unloaded
+    worker: ModelWorker | Embedder | None  # the model's own: generation, or embedding for an embedding model
     loaded_at: float = field(default_factory=time.time)
     refs: int = 0
     keep_alive: float = 300.0
@@ -48,21 +53,35 @@ class Runner:
     last_used: float = field(default_factory=time.monotonic)
     timer: asyncio.TimerHandle | None = None
     unloading: bool = False
-    embedder: Any = None  # a completion model's Embedder over its weights, made by its first embed request
+    embedder: Embedder | None = None  # a completion model's Embedder over its weights, made on first use
 
     @property
     def name(self) -> ModelName:
         return self.stored.name
 
-    def embedding_worker(self) -> Any:
+    @property
+    def model(self) -> LoadedModel:
+        if self.loaded is None:
+            raise InternalError("model unloaded")
+        return self.loaded
+
+    def generator(self) -> ModelWorker:
+        """The model's generation worker; a 400 for an embedding-only model."""
+        from .worker import ModelWorker
+
+        if not isinstance(self.worker, ModelWorker):
+            raise InternalError(f"{self.name.display_shortest} was loaded as an embedding model and cannot generate")
+        return self.worker
+
+    def embedding_worker(self) -> Embedder:
         """What embeds with this runner: an embedding model's own worker; for a completion model an
         ``Embedder`` over the same loaded weights, made on first use (Ollama embeds with any model)."""
-        if hasattr(self.worker, "embed"):
+        from .embedder import Embedder
+
+        if isinstance(self.worker, Embedder):
             return self.worker
         if self.embedder is None:
-            from .embedder import Embedder
-
-            self.embedder = Embedder(self.loaded)
+            self.embedder = Embedder(self.model)
         return self.embedder
 
 
@@ -77,8 +96,11 @@ class Scheduler:
 
     # -- acquiring and releasing -------------------------------------------------------------------------
     async def acquire(self, stored: StoredModel, keep_alive: float | None) -> tuple[Runner, float]:
-        """The runner for ``stored``, loading it if needed; returns it with the seconds spent loading."""
-        if self.pending >= self.settings.max_queue:
+        """The runner for ``stored``, loading it if needed; returns it with the seconds spent loading.
+
+        The one admission check (Ollama's ``OLLAMA_MAX_QUEUE``): 503 when as many requests already wait,
+        for a load or for a row in a loaded model's batch."""
+        if self.waiting() >= self.settings.max_queue:
             raise ServerBusy()
         self.pending += 1
         started = time.perf_counter()
@@ -105,6 +127,10 @@ class Scheduler:
                 return runner, time.perf_counter() - started
         finally:
             self.pending -= 1
+
+    def waiting(self) -> int:
+        """Requests waiting anywhere: for a load, or beyond the batch of the model they hold."""
+        return self.pending + sum(max(0, r.refs - r.worker.max_rows) for r in self.runners.values() if r.worker)
 
     def _use(self, runner: Runner, stored: StoredModel, keep_alive: float | None) -> None:
         runner.refs += 1
@@ -172,7 +198,7 @@ class Scheduler:
             if loaded.kind == "embedding":
                 from .embedder import Embedder
 
-                worker: Any = Embedder(loaded)
+                worker: ModelWorker | Embedder = Embedder(loaded)
             else:
                 from .worker import ModelWorker
 
@@ -197,8 +223,10 @@ class Scheduler:
     def _close_sync(runner: Runner) -> None:
         if runner.embedder is not None:
             runner.embedder.close()
-        runner.worker.close()
-        runner.loaded.cleanup()
+        if runner.worker is not None:
+            runner.worker.close()
+        if runner.loaded is not None:
+            runner.loaded.cleanup()
         runner.worker = runner.loaded = runner.embedder = None
         gc.collect()
         try:
@@ -231,18 +259,11 @@ class Scheduler:
         for runner in list(self.runners.values()):
             await self._unload(runner)
 
-    # -- running requests -------------------------------------------------------------------------------
-    def generate(self, runner: Runner, stored: StoredModel, job: Any, opts: Any, format_spec: Any = None) -> Any:
-        """Async iterator: the built prompt, then the worker's events (see ``engine.generation``)."""
-        from .generation import generate
-
-        return generate(self.settings, runner, stored, job, opts, format_spec)
-
     # -- introspection ----------------------------------------------------------------------------------
     def loaded_models(self) -> list[Runner]:
         return sorted(self.runners.values(), key=lambda r: r.expires_at, reverse=True)
 
     def num_ctx_for(self, runner: Runner) -> int:
         ctx = self.settings.default_num_ctx
-        model_max = runner.loaded.context_length
+        model_max = runner.model.context_length
         return min(ctx, model_max) if model_max else ctx

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..errors import InternalError
+from .api import TokenLogprob
 from .cache import BatchKVCache
 from .loader import LoadedModel
 from .logprobs import TokenBytes, batch_logprobs, entry_from_row
@@ -51,9 +52,9 @@ class _Seq:
     decode_started: float = 0.0
     solo_cache: Any = None
     resumed: bool = False  # re-prefilled after a context shift
+    cached_tokens: int = 0  # prompt tokens the prefix cache served at admission
     done: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-    logprobs: list[dict[str, Any]] = field(default_factory=list)  # entries of tokens whose text is not out yet
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # entries of tokens whose text is not out yet
 
 
 class ModelWorker:
@@ -181,6 +182,8 @@ class ModelWorker:
             hit = prefixes[i]
             if hit is not None:
                 cache.load_prefix(seq.row, hit[1], hit[2])
+                if not seq.resumed:
+                    seq.cached_tokens = hit[0]
         qlens = [len(s.tokens) - (p[0] if p else 0) for s, p in zip(group, prefixes, strict=True)]
         q = max(qlens)
         pad = self.loaded.pad_token_id
@@ -281,7 +284,7 @@ class ModelWorker:
         raw = logits[wants].clone() if wants else None
         constrained = [(i, s.req.grammar) for i, s in enumerate(seqs) if s.req.grammar is not None]
         if constrained:
-            from .grammar import apply_grammar_masks
+            from .grammar.compiler import apply_grammar_masks
 
             apply_grammar_masks(logits, constrained)
         chosen = self.sampler.sample([s.row for s in seqs], logits)  # [n] on the device
@@ -332,13 +335,13 @@ class ModelWorker:
     @staticmethod
     def _emit_text(seq: _Seq, text: str) -> None:
         """Text that is final, with the logprobs of the tokens that made it."""
-        seq.req.emit(TextEvent(text, seq.logprobs))
+        seq.req.emit(TextEvent(text, tuple(seq.logprobs)))
         seq.logprobs = []
 
     def _context_full(self, seq: _Seq) -> None:
         """Ollama's context shift: keep ``num_keep`` tokens, drop half of the rest, continue."""
         opts = seq.req.options
-        if opts.extra.get("shift") is False or seq.req.model_inputs:  # shifting would cut through an image
+        if not opts.shift or seq.req.model_inputs:  # shifting would cut through an image
             self._finish(seq, "length")
             return
         keep = max(0, min(opts.num_keep, len(seq.tokens) - 2))
@@ -365,6 +368,8 @@ class ModelWorker:
             seq.req.emit(
                 DoneEvent(
                     reason=reason,
+                    prompt_tokens=seq.n_prompt,
+                    cached_tokens=seq.cached_tokens,
                     prompt_eval_count=seq.prompt_evaluated,
                     prompt_eval_duration=seq.prefill_seconds,
                     eval_count=seq.generated,

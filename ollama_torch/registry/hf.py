@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
+from ..create import CreateModel, CreateRequest
 from ..errors import OllamaError
 from ..names import ModelName
 from ..store import ModelStore
@@ -144,10 +145,8 @@ def _pick_projector(projectors: list[str]) -> str:
 
 
 # -- the network part (huggingface_hub); not exercised by tests, the hub is unreachable there ---------------
-def pull_hf(store: ModelStore, name: ModelName, emit: Emit, *, noprune: bool = False) -> None:
-    """Download the selected files, import them as blobs and create ``name`` from them. Blocking."""
-    from ..create import CreateRequest, create_model
-
+def pull_hf(store: ModelStore, name: ModelName, emit: Emit, *, create: CreateModel, noprune: bool = False) -> None:
+    """Download the selected files, import them as blobs and ``create`` ``name`` from them. Blocking."""
     ref = parse_hf_name(name)
     if ref is None:
         raise ValueError(f"{name} is not a Hugging Face name")
@@ -155,7 +154,7 @@ def pull_hf(store: ModelStore, name: ModelName, emit: Emit, *, noprune: bool = F
     workdir = store.root / "ollama-torch" / "hf-downloads" / quote(ref.repo_id, safe="")
     files = _download(store, ref, workdir, emit)
     emit({"status": "verifying sha256 digest"})
-    create_model(store, CreateRequest(name=_store_name(name), files=files), emit, noprune=noprune)
+    create(store, CreateRequest(name=_store_name(name), files=files), emit, noprune=noprune)
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
+from ..create import CreateModel
 from ..errors import BadRequest
 from ..names import ModelName
 from ..store import Manifest, ModelStore, parse_digest
@@ -93,18 +94,20 @@ def blocking_pull(
     store: ModelStore,
     transfers: Transfers,
     *,
+    create: CreateModel,
     insecure: bool = False,
     prune: bool = True,
 ) -> Callable[[ModelName, Emit], None]:
     """A pull callable for worker threads (create's ``FROM <model not stored yet>``): runs ``pull_model``
-    on the server's event loop and forwards each status line to ``emit``. Ollama's create pulls with
-    default options, so ``insecure`` stays off outside tests."""
+    on the server's event loop and forwards each status line to ``emit``; a Hugging Face name is pulled
+    and then created with ``create``. Ollama's create pulls with default options, so ``insecure`` stays
+    off outside tests."""
 
     def pull(name: ModelName, emit: Emit) -> None:
         from .hf import parse_hf_name, pull_hf
 
         if parse_hf_name(name) is not None:
-            pull_hf(store, name, emit, noprune=not prune)
+            pull_hf(store, name, emit, create=create, noprune=not prune)
             return
 
         async def run() -> None:

@@ -16,17 +16,17 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from ..create import CreateModel
+from ..engine.api import EngineAPI
 from ..errors import Forbidden, InternalError, OllamaError
+from ..registry import Transfers
 from ..settings import Settings
 from ..store import ModelStore
-from .engine_api import EngineService
+from . import openai, routes_create, routes_embed, routes_generate, routes_models, routes_registry
+from .state import CREATE, ENGINE, SETTINGS, STORE, TRANSFERS
 from .streaming import error_response
 
 log = logging.getLogger(__name__)
-
-SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", ModelStore)
-ENGINE = web.AppKey("engine", EngineService)  # ollama_torch.engine.Scheduler, or a scripted stand-in
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -167,9 +167,18 @@ def host_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamRes
     return hosts
 
 
-def make_app(settings: Settings, *, store: ModelStore | None = None, engine: EngineService | None = None) -> web.Application:
-    from . import openai, routes_create, routes_embed, routes_generate, routes_models, routes_registry
-
+def make_app(
+    settings: Settings,
+    *,
+    store: ModelStore | None = None,
+    engine: EngineAPI | None = None,
+    create: CreateModel | None = None,
+    transfers: Transfers | None = None,
+) -> web.Application:
+    """The application over its services, handed in by the composition root (``ollama_torch.serve``) or a
+    test: the model store, the engine (``engine.front.Engine`` or a scripted stand-in), the create service
+    (``create.service.create_model``) and the registry's transfers. Without an engine or a create service
+    the routes that need them answer 500."""
     app = web.Application(
         middlewares=[host_middleware(settings), cors_middleware(settings), error_middleware],
         client_max_size=1 << 40,  # blob uploads are streamed; this only bounds request.read()
@@ -177,8 +186,11 @@ def make_app(settings: Settings, *, store: ModelStore | None = None, engine: Eng
     app.on_response_prepare.append(_allow_origin)
     app[SETTINGS] = settings
     app[STORE] = store if store is not None else ModelStore(settings.models)
+    app[TRANSFERS] = transfers or Transfers()
     if engine is not None:
         app[ENGINE] = engine
+    if create is not None:
+        app[CREATE] = create
     routes_models.setup(app)
     routes_create.setup(app)
     routes_generate.setup(app)

@@ -6,13 +6,12 @@ import asyncio
 
 from aiohttp import web
 
-from ..create import CreateRequest, create_model
+from ..create import CreateRequest
 from ..errors import BadRequest
 from ..names import ModelName
 from ..registry.pull import blocking_pull
-from .app import SETTINGS, STORE
 from .decode import Fields, read_json
-from .routes_registry import TRANSFERS
+from .state import SETTINGS, STORE, TRANSFERS, create_of
 from .streaming import iterate_in_thread, respond
 
 
@@ -51,8 +50,9 @@ async def create(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     settings = request.app[SETTINGS]
     # ``FROM`` a model that is not stored yet pulls it first, as Ollama does.
-    pull = blocking_pull(asyncio.get_running_loop(), store, request.app[TRANSFERS], prune=not settings.noprune)
-    events = iterate_in_thread(lambda emit: create_model(store, req, emit, noprune=settings.noprune, pull=pull))
+    create = create_of(request.app)
+    pull = blocking_pull(asyncio.get_running_loop(), store, request.app[TRANSFERS], create=create, prune=not settings.noprune)
+    events = iterate_in_thread(lambda emit: create(store, req, emit, noprune=settings.noprune, pull=pull))
     return await respond(request, events, stream=fields.bool("stream", True))
 
 

@@ -17,31 +17,26 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from ..durations import parse_keep_alive
+from ..engine.api import EmbedCall, EmbeddingFailed
 from ..engine.options import MIN_NUM_CTX, resolve_options
-from ..errors import BadRequest, InternalError, ModelFileNotFound, ModelNotFound, OllamaError
-from ..names import ModelName
+from ..errors import BadRequest, InternalError, ModelFileNotFound, ModelNotFound
 from ..options_schema import coerce_option
 from ..store import StoredModel
-from .app import ENGINE, SETTINGS, STORE
-from .decode import read_json
-from .engine_api import EngineService
+from .decode import Fields, read_json
+from .lookup import model_name, stored_model
+from .state import SETTINGS, STORE, engine_of
 from .streaming import json_response
 
 log = logging.getLogger(__name__)
 
 NAN_OR_INF = "embedding contains NaN or Inf values"
 INVALID_INPUT = "invalid input type"
-
-
-class EmbedWorker(Protocol):
-    """What a runner's worker must offer for these routes (``ollama_torch.engine.embedder.Embedder``)."""
-
-    async def embed(self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int | None = None) -> Any: ...
 
 
 # -- pure helpers ------------------------------------------------------------------------------------
@@ -75,20 +70,6 @@ def parse_input(value: Any) -> list[str]:
 
 
 # -- shared steps ------------------------------------------------------------------------------------
-def _lookup(request: web.Request, model_text: str, *, required: OllamaError) -> StoredModel:
-    """Name rules, then the store: ``required`` for an empty name, 400 for an invalid one, and the
-    scheduler's 404 (``model "x" not found, try pulling it first``) for a missing one."""
-    if not model_text:
-        raise required
-    name = ModelName.parse(model_text)
-    if not name.is_valid:
-        raise BadRequest("invalid model name")
-    try:
-        return request.app[STORE].get(name)
-    except ModelNotFound:
-        raise ModelFileNotFound(model_text) from None
-
-
 def _num_ctx(request: web.Request, stored: StoredModel, options: dict[str, Any]) -> int:
     """``num_ctx`` as Ollama's embed handler sees it: the request's option, else the model's parameter,
     else the server's default, not clamped (generation raises it to 4; the handler does not, so num_ctx 3
@@ -105,38 +86,15 @@ def _num_ctx(request: web.Request, stored: StoredModel, options: dict[str, Any])
     return settings.default_num_ctx
 
 
-def _engine(request: web.Request) -> EngineService:
-    engine = request.app.get(ENGINE)
-    if engine is None:
-        raise InternalError("the inference engine is not available")
-    return engine
+@dataclass(frozen=True)
+class EmbedParsed:
+    call: EmbedCall
+    name: str  # the model as the request named it
+    dimensions: int
 
 
-async def _acquire(engine: EngineService, stored: StoredModel, keep_alive: float | None) -> tuple[Any, float]:
-    try:
-        result: tuple[Any, float] = await engine.acquire(stored, keep_alive)
-    except OllamaError:
-        raise
-    except Exception as exc:  # a load failure: Ollama's handleScheduleError default branch
-        log.exception("loading %s failed", stored.name)
-        raise InternalError(str(exc) or type(exc).__name__) from exc
-    return result
-
-
-def _worker(runner: Any, stored: StoredModel) -> EmbedWorker:
-    """The runner's embedding worker (a completion model's is made over its weights on first use)."""
-    make = getattr(runner, "embedding_worker", None)
-    worker = make() if callable(make) else getattr(runner, "worker", None)
-    if worker is None or not hasattr(worker, "embed"):
-        raise InternalError(f"{stored.name} cannot embed")
-    embed_worker: EmbedWorker = worker
-    return embed_worker
-
-
-# -- handlers ----------------------------------------------------------------------------------------
-async def embed(request: web.Request) -> web.Response:
-    started = time.perf_counter()
-    fields = await read_json(request, "EmbedRequest")
+def parse_embed(request: web.Request, fields: Fields) -> EmbedParsed:
+    """``/api/embed``'s checks in Ollama's order: name, input type, model, options."""
     model_text = fields.str("model")
     truncate = fields.opt_bool("truncate")
     dimensions = fields.int("dimensions")
@@ -144,37 +102,37 @@ async def embed(request: web.Request) -> web.Response:
     keep_alive = parse_keep_alive(fields.raw("keep_alive"))
     if not model_text:
         raise ModelNotFound("")  # Ollama: 404 model '' not found
-    if not ModelName.parse(model_text).is_valid:
-        raise BadRequest("invalid model name")
+    model_name(model_text)
     texts = parse_input(fields.raw("input"))
-    stored = _lookup(request, model_text, required=ModelNotFound(""))
+    stored = stored_model(request.app[STORE], model_text, empty=ModelNotFound(""), missing=ModelFileNotFound)
     num_ctx = _num_ctx(request, stored, options)
+    return EmbedParsed(EmbedCall(stored, tuple(texts), num_ctx, truncate is not False, keep_alive), model_text, dimensions)
 
-    engine = _engine(request)
-    runner, _ = await _acquire(engine, stored, keep_alive)
-    loaded_at = time.perf_counter()
+
+async def run_embed(request: web.Request, parsed: EmbedParsed, started: float) -> dict[str, Any]:
+    """``/api/embed``'s answer: every input embedded, L2-normalized (``dimensions`` cut first)."""
     try:
-        if not texts:
-            return json_response({"model": model_text, "embeddings": []})
-        try:
-            result = await _worker(runner, stored).embed(texts, truncate=truncate is not False, num_ctx=num_ctx)
-        except OllamaError:
-            raise
-        except Exception as exc:  # HEAD answers runner errors that carry no status with 400
-            log.exception("embedding with %s failed", stored.name)
-            raise BadRequest(str(exc).strip() or type(exc).__name__) from exc
-    finally:
-        engine.release(runner)
-    embeddings = [shape_vector(vec, dimensions) for vec in result.vectors]
+        result = await engine_of(request.app).embed(parsed.call)
+    except EmbeddingFailed as exc:  # HEAD answers runner errors that carry no status with 400
+        raise exc.cause or BadRequest(exc.message) from exc
+    if not parsed.call.inputs:
+        return {"model": parsed.name, "embeddings": []}
     body: dict[str, Any] = {
-        "model": model_text,
-        "embeddings": embeddings,
+        "model": parsed.name,
+        "embeddings": [shape_vector(vec, parsed.dimensions) for vec in result.vectors],
         "total_duration": int((time.perf_counter() - started) * 1e9),
-        "load_duration": int((loaded_at - started) * 1e9),
+        "load_duration": int(result.load_duration * 1e9),
     }
     if result.prompt_eval_count:
         body["prompt_eval_count"] = result.prompt_eval_count
-    return json_response(body)
+    return body
+
+
+# -- handlers ----------------------------------------------------------------------------------------
+async def embed(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    parsed = parse_embed(request, await read_json(request, "EmbedRequest"))
+    return json_response(await run_embed(request, parsed, started))
 
 
 async def embeddings(request: web.Request) -> web.Response:
@@ -183,25 +141,19 @@ async def embeddings(request: web.Request) -> web.Response:
     prompt = fields.str("prompt")
     options = fields.dict("options")
     keep_alive = parse_keep_alive(fields.raw("keep_alive"))
-    stored = _lookup(request, model_text, required=BadRequest("model is required"))
+    stored = stored_model(request.app[STORE], model_text, empty=BadRequest("model is required"), missing=ModelFileNotFound)
     num_ctx = max(_num_ctx(request, stored, options), MIN_NUM_CTX)  # the runner's context
-
-    engine = _engine(request)
-    runner, _ = await _acquire(engine, stored, keep_alive)
+    call = EmbedCall(stored, (prompt,) if prompt else (), num_ctx, True, keep_alive)
     try:
-        if not prompt:
-            return json_response({"embedding": []})
-        try:
-            result = await _worker(runner, stored).embed([prompt], truncate=True, num_ctx=num_ctx)
-        except Exception as exc:  # the legacy handler answers every runner error with 500
-            message = exc.message if isinstance(exc, OllamaError) else (str(exc).strip() or type(exc).__name__)
-            raise InternalError(message) from exc
-    finally:
-        engine.release(runner)
+        result = await engine_of(request.app).embed(call)
+    except EmbeddingFailed as exc:  # the legacy handler answers every runner error with 500
+        raise InternalError(exc.message) from exc
+    if not prompt:
+        return json_response({"embedding": []})
     vector = result.vectors[0]
     if not math.isfinite(math.fsum(v * v for v in vector)):
         raise InternalError(NAN_OR_INF)
-    return json_response({"embedding": vector})
+    return json_response({"embedding": list(vector)})
 
 
 def setup(app: web.Application) -> None:

@@ -1,7 +1,10 @@
-"""``/api/generate``, ``/api/chat`` and ``/api/ps``: validation in Ollama's order, then the scheduler.
+"""``/api/generate``, ``/api/chat``, ``/api/ps``: Ollama's JSON <-> the engine's typed calls and chunks.
 
-Errors that can be known before anything is generated (names, capabilities, options, ``format``) are
-raised before the first line so they keep their status; later ones end the stream with an error line.
+A request is validated in Ollama's order (name, capabilities, options, ``format``) into a
+:class:`~ollama_torch.engine.api.GenerationCall` before anything runs, so those errors keep their status;
+the engine's chunks become Ollama's NDJSON lines (``generate_line`` / ``chat_line``), and ``stream:false``
+folds the same lines into one object. ``/v1`` builds its calls with the same parsers and reads the same
+lines (``openai/routes.py``).
 """
 
 from __future__ import annotations
@@ -9,33 +12,49 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
 from ..durations import parse_keep_alive
-from ..engine.grammar_format import parse_format
-from ..engine.options import GenerationOptions, resolve_options
-from ..engine.prompt import BuiltPrompt, PromptJob
-from ..engine.requests import DoneEvent, ErrorEvent, TextEvent
-from ..errors import BadRequest, InternalError, ModelNotFound, NotFound, OllamaError
-from ..names import ModelName
-from ..shaping import ResponseShaper, Shaped, plan_response
+from ..engine.api import (
+    Chat,
+    Chunk,
+    Completion,
+    Content,
+    Done,
+    GenerationCall,
+    GenerationOptions,
+    JsonObject,
+    Logprobs,
+    Message,
+    Thinking,
+    TokenLogprob,
+    ToolCall,
+    ToolCalls,
+)
+from ..engine.grammar.format import parse_format
+from ..engine.options import resolve_options
+from ..errors import BadRequest, NotFound
 from ..store import StoredModel
 from . import show as show_mod
-from .app import ENGINE, SETTINGS, STORE
-from .decode import Fields, read_json
+from .decode import Fields, json_kind, read_json
+from .lookup import stored_model
+from .state import SETTINGS, STORE, engine_of
 from .streaming import json_response, respond
 
 THINK_LEVELS = ("high", "medium", "low", "max")
+Action = Literal["generate", "load", "unload", "render"]
 
 
 def now_rfc3339() -> str:
     return show_mod.rfc3339(time.time(), local=False)
 
 
+# -- request fields ----------------------------------------------------------------------------------------
 def _parse_think(value: Any) -> bool | str | None:
     if value is None or isinstance(value, bool):
         return value
@@ -46,7 +65,7 @@ def _parse_think(value: Any) -> bool | str | None:
     raise BadRequest('think must be a boolean or string ("high", "medium", "low", "max", true, or false)')
 
 
-def _images(values: list[Any], field: str) -> list[bytes]:
+def _images(values: list[Any], field: str) -> tuple[bytes, ...]:
     out = []
     for v in values:
         if not isinstance(v, str):
@@ -55,7 +74,7 @@ def _images(values: list[Any], field: str) -> list[bytes]:
             out.append(base64.b64decode(v, validate=True))
         except (binascii.Error, ValueError):
             raise BadRequest("illegal base64 data in images") from None
-    return out
+    return tuple(out)
 
 
 def _logprobs(fields: Fields) -> tuple[bool, int]:
@@ -64,16 +83,6 @@ def _logprobs(fields: Fields) -> tuple[bool, int]:
     if not 0 <= top <= 20:
         raise BadRequest("top_logprobs must be between 0 and 20")
     return fields.bool("logprobs"), top
-
-
-def _model(request: web.Request, text: str) -> StoredModel:
-    name = ModelName.parse(text)
-    if not name.is_valid:
-        raise BadRequest("invalid model name")
-    try:
-        return request.app[STORE].get(name)
-    except ModelNotFound:
-        raise ModelNotFound(text) from None
 
 
 def _think(stored: StoredModel, model_text: str, requested: bool | str | None) -> bool | str | None:
@@ -90,81 +99,38 @@ def _options(request: web.Request, stored: StoredModel, fields: Fields) -> Gener
     opts = resolve_options(
         stored.params, fields.dict("options"), default_num_ctx=settings.default_num_ctx, model_max_ctx=stored.config.context_length
     )
-    extra = dict(opts.extra)
     shift = fields.opt_bool("shift")
-    if shift is not None:
-        extra["shift"] = shift
-    return GenerationOptions(**{**opts.__dict__, "extra": extra})
+    return opts if shift is None else replace(opts, shift=shift)
 
 
-def _shaper(built: BuiltPrompt, think: bool | str | None, tools: list[dict[str, Any]] | None) -> ResponseShaper:
-    return ResponseShaper.from_plan(plan_response(built, think, tools))
+@dataclass(frozen=True)
+class Parsed:
+    """A validated /api/generate or /api/chat request: what to do, and the call when it generates."""
+
+    model: StoredModel
+    name: str  # the model as the request named it (Ollama echoes it)
+    action: Action
+    keep_alive: float | None
+    stream: bool = False
+    call: GenerationCall | None = None  # None only for "unload"
+
+    @property
+    def generation(self) -> GenerationCall:
+        if self.call is None:
+            raise ValueError("an unload has no generation call")
+        return self.call
 
 
-def _metrics(done: DoneEvent, started: float, load_seconds: float) -> dict[str, int]:
-    values = {
-        "total_duration": int((time.perf_counter() - started) * 1e9),
-        "load_duration": int(load_seconds * 1e9),
-        "prompt_eval_count": done.prompt_eval_count,
-        "prompt_eval_duration": int(done.prompt_eval_duration * 1e9),
-        "eval_count": done.eval_count,
-        "eval_duration": int(done.eval_duration * 1e9),
-    }
-    return {k: v for k, v in values.items() if v}  # Ollama's omitempty
-
-
-async def _run(
-    request: web.Request, stored: StoredModel, job: PromptJob, opts: GenerationOptions, format_spec: Any,
-    keep_alive: float | None, started: float, *, debug_render: bool = False,
-) -> AsyncIterator[tuple[str, Any]]:
-    """Acquire the model, run the job, yield ("prompt", built) / ("shaped", Shaped) / ("done", metrics)."""
-    scheduler = request.app[ENGINE]
-    runner, load_seconds = await scheduler.acquire(stored, keep_alive)
-    try:
-        shaper: ResponseShaper | None = None
-        async for event in scheduler.generate(runner, stored, job, opts, format_spec):
-            if isinstance(event, BuiltPrompt):
-                yield "prompt", event
-                if debug_render:
-                    return
-                shaper = _shaper(event, job.think, job.tools)
-            elif isinstance(event, TextEvent):
-                assert shaper is not None
-                pieces = shaper.add(event.text)
-                if event.logprobs:  # with the first piece; alone when the text is held back (Ollama sends those too)
-                    pieces = pieces or [Shaped()]
-                    pieces[0].logprobs = event.logprobs
-                for shaped in pieces:
-                    yield "shaped", shaped
-            elif isinstance(event, DoneEvent):
-                assert shaper is not None
-                for shaped in shaper.finish():
-                    yield "shaped", shaped
-                yield "done", (event, _metrics(event, started, load_seconds))
-            elif isinstance(event, ErrorEvent):
-                err = event.error
-                raise err if isinstance(err, OllamaError) else InternalError(f"an error was encountered while running the model: {err}")
-    finally:
-        scheduler.release(runner)
-
-
-# -- /api/generate ---------------------------------------------------------------------------------------
-async def generate(request: web.Request) -> web.StreamResponse:
-    started = time.perf_counter()
-    fields = await read_json(request, "GenerateRequest")
+def parse_generate(request: web.Request, fields: Fields) -> Parsed:
     logprobs, top_logprobs = _logprobs(fields)
     model_text = fields.str("model")
-    if not model_text:
-        raise NotFound("model '' not found")
-    stored = _model(request, model_text)
+    stored = stored_model(request.app[STORE], model_text, empty=NotFound("model '' not found"))
     keep_alive = parse_keep_alive(fields.raw("keep_alive"))
     prompt = fields.str("prompt")
-    name = model_text  # Ollama echoes the model as the request named it
-    if prompt == "" and keep_alive == 0:
-        await request.app[ENGINE].unload_model(stored)
-        return json_response({"model": name, "created_at": now_rfc3339(), "response": "", "done": True, "done_reason": "unload"})
     raw = fields.bool("raw")
     system, template, context = fields.str("system"), fields.str("template"), fields.list("context", "[]int")
+    if prompt == "" and keep_alive == 0:
+        return Parsed(stored, model_text, "unload", keep_alive)
     if raw and (template or system or context):
         raise BadRequest("raw mode does not support template, system, or context")
     if not all(isinstance(t, int) and not isinstance(t, bool) for t in context):
@@ -182,43 +148,207 @@ async def generate(request: web.Request) -> web.StreamResponse:
     format_spec = parse_format(fields.raw("format"))
     opts = _options(request, stored, fields)
     stream = fields.bool("stream", True)
-    if prompt == "" and not images:
-        scheduler = request.app[ENGINE]
-        runner, _ = await scheduler.acquire(stored, keep_alive)
-        scheduler.release(runner)
-        return json_response({"model": name, "created_at": now_rfc3339(), "response": "", "done": True, "done_reason": "load"})
-    job = PromptJob(
-        kind="generate", prompt=prompt, suffix=suffix, system=system, template=template, raw=raw,
-        context=[int(t) for t in context], images=images, think=think, truncate=fields.bool("truncate", True),
-        logprobs=logprobs, top_logprobs=top_logprobs,
+    completion = Completion(prompt, suffix, system, template, raw, tuple(int(t) for t in context), images)
+    call = GenerationCall(
+        stored, completion, opts, format_spec, think, fields.bool("truncate", True), logprobs, top_logprobs, keep_alive,
     )
-    debug = fields.bool("_debug_render_only")
-
-    async def events() -> AsyncIterator[dict[str, Any]]:
-        async for kind, value in _run(request, stored, job, opts, format_spec, keep_alive, started, debug_render=debug):
-            if kind == "prompt" and debug:
-                yield {"model": name, "created_at": now_rfc3339(), "response": "", "done": True,
-                       "_debug_info": {"rendered_template": value.text, "image_count": len(value.images)}}
-            elif kind == "shaped" and (value.content or value.thinking or value.logprobs):
-                chunk: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "response": value.content}
-                if value.thinking:
-                    chunk["thinking"] = value.thinking
-                chunk["done"] = False
-                if value.logprobs:
-                    chunk["logprobs"] = value.logprobs
-                yield chunk
-            elif kind == "done":
-                done, metrics = value
-                final: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "response": "", "done": True, "done_reason": done.reason}
-                if not raw:
-                    final["context"] = done.tokens
-                final.update(metrics)
-                yield final
-
-    return await respond(request, events(), stream=stream, fold=_fold_generate, charset="utf-8")
+    return Parsed(stored, model_text, _action(fields, prompt == "" and not images), keep_alive, stream, call)
 
 
-def _fold_generate(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+def _action(fields: Fields, empty: bool) -> Action:
+    if empty:
+        return "load"
+    return "render" if fields.bool("_debug_render_only") else "generate"
+
+
+def _tool_calls(values: Any, i: int) -> tuple[ToolCall, ...]:
+    """Ollama's ``[]api.ToolCall`` of a request message (``arguments`` an object)."""
+    struct = "ChatRequest.messages.tool_calls"
+    if values is None:
+        return ()
+    if not isinstance(values, list):
+        raise BadRequest(f"json: cannot unmarshal {json_kind(values)} into Go struct field {struct} of type []api.ToolCall")
+    calls = []
+    for raw in values:
+        if not isinstance(raw, dict):
+            raise BadRequest(f"json: cannot unmarshal {json_kind(raw)} into Go struct field {struct} of type api.ToolCall")
+        call = Fields(raw, struct)
+        function = call.dict("function", "api.ToolCallFunction")
+        fn = Fields(function, f"{struct}.function")
+        arguments = fn.dict("arguments", "api.ToolCallFunctionArguments")
+        calls.append(ToolCall(fn.str("name"), arguments, call.str("id"), fn.int("index")))
+    return tuple(calls)
+
+
+def _messages(fields: Fields) -> tuple[Message, ...]:
+    out = []
+    for i, m in enumerate(fields.list("messages", "[]api.Message")):
+        if not isinstance(m, dict):
+            raise BadRequest("json: cannot unmarshal messages: each message must be an object")
+        for key in ("role", "content", "thinking", "tool_name", "tool_call_id"):
+            if m.get(key) is not None and not isinstance(m[key], str):
+                value = m[key]
+                kind = "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value).__name__
+                raise BadRequest(f"json: cannot unmarshal {kind} into Go struct field ChatRequest.messages.{key} of type string")
+        images: tuple[bytes, ...] = ()
+        if m.get("images") is not None:
+            raw_images = m["images"] if isinstance(m["images"], list) else [m["images"]]
+            images = _images(raw_images, f"ChatRequest.messages[{i}].images")
+        out.append(Message(
+            role=str(m.get("role") or "").lower(),
+            content=m.get("content") or "",
+            images=images,
+            thinking=m.get("thinking") or "",
+            tool_calls=_tool_calls(m.get("tool_calls"), i),
+            tool_name=m.get("tool_name") or "",
+            tool_call_id=m.get("tool_call_id") or "",
+        ))
+    return tuple(out)
+
+
+def _tools(fields: Fields) -> tuple[JsonObject, ...]:
+    tools = fields.list("tools", "api.Tools")
+    for tool in tools:
+        if not isinstance(tool, dict):
+            raise BadRequest(f"json: cannot unmarshal {json_kind(tool)} into Go struct field ChatRequest.tools of type api.Tool")
+    return tuple(tools)
+
+
+def parse_chat(request: web.Request, fields: Fields) -> Parsed:
+    logprobs, top_logprobs = _logprobs(fields)
+    model_text = fields.str("model")
+    stored = stored_model(request.app[STORE], model_text, empty=BadRequest("model is required"))
+    keep_alive = parse_keep_alive(fields.raw("keep_alive"))
+    messages = _messages(fields)
+    if not messages and keep_alive == 0:
+        return Parsed(stored, model_text, "unload", keep_alive)
+    caps = stored.capabilities
+    tools = _tools(fields)
+    if "completion" not in caps:
+        raise BadRequest(f'"{model_text}" does not support chat')
+    if tools and "tools" not in caps:
+        raise BadRequest(f"{stored.name} does not support tools")
+    think = _think(stored, model_text, _parse_think(fields.raw("think")))
+    if any(m.images for m in messages) and "vision" not in caps:
+        raise BadRequest(f'"{model_text}" does not support images')
+    format_spec = parse_format(fields.raw("format"))
+    opts = _options(request, stored, fields)
+    stream = fields.bool("stream", True)
+    call = GenerationCall(
+        stored, Chat(messages, tools), opts, format_spec, think, fields.bool("truncate", True), logprobs, top_logprobs,
+        keep_alive,
+    )
+    return Parsed(stored, model_text, _action(fields, not messages), keep_alive, stream, call)
+
+
+# -- chunks -> lines ---------------------------------------------------------------------------------------
+def metrics(done: Done, started: float) -> dict[str, int]:
+    stats = done.stats
+    values = {
+        "total_duration": int((time.perf_counter() - started) * 1e9),
+        "load_duration": int(stats.load_duration * 1e9),
+        "prompt_eval_count": stats.prompt_eval_count,
+        "prompt_eval_duration": int(stats.prompt_eval_duration * 1e9),
+        "eval_count": stats.eval_count,
+        "eval_duration": int(stats.eval_duration * 1e9),
+    }
+    return {k: v for k, v in values.items() if v}  # Ollama's omitempty
+
+
+def _logprob_entries(entries: tuple[TokenLogprob, ...]) -> list[JsonObject]:
+    return [e.as_json() for e in entries]
+
+
+def tool_call_json(call: ToolCall) -> JsonObject:
+    return {"id": call.id, "function": {"index": call.index, "name": call.name, "arguments": call.arguments}}
+
+
+def generate_line(parsed: Parsed, chunk: Chunk, started: float) -> dict[str, Any] | None:
+    """One ``/api/generate`` NDJSON line for ``chunk`` (None: nothing to send)."""
+    head: dict[str, Any] = {"model": parsed.name, "created_at": now_rfc3339()}
+    if isinstance(chunk, Done):
+        final = {**head, "response": "", "done": True, "done_reason": chunk.reason}
+        request = parsed.generation.input
+        if not (isinstance(request, Completion) and request.raw):
+            final["context"] = list(chunk.context)
+        return final | metrics(chunk, started)
+    if isinstance(chunk, ToolCalls):
+        return None  # /api/generate offers no tools
+    line = {**head, "response": chunk.text if isinstance(chunk, Content) else ""}
+    if isinstance(chunk, Thinking):
+        line["thinking"] = chunk.text
+    line["done"] = False
+    entries = chunk.entries if isinstance(chunk, Logprobs) else chunk.logprobs
+    if entries:
+        line["logprobs"] = _logprob_entries(entries)
+    return line
+
+
+def chat_line(parsed: Parsed, chunk: Chunk, started: float) -> dict[str, Any]:
+    """One ``/api/chat`` NDJSON line for ``chunk``."""
+    head: dict[str, Any] = {"model": parsed.name, "created_at": now_rfc3339()}
+    if isinstance(chunk, Done):
+        return {**head, "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": chunk.reason} | metrics(chunk, started)
+    message: dict[str, Any] = {"role": "assistant", "content": chunk.text if isinstance(chunk, Content) else ""}
+    if isinstance(chunk, Thinking):
+        message["thinking"] = chunk.text
+    if isinstance(chunk, ToolCalls):
+        message["tool_calls"] = [tool_call_json(c) for c in chunk.calls]
+    line = {**head, "message": message, "done": False}
+    entries = chunk.entries if isinstance(chunk, Logprobs) else chunk.logprobs
+    if entries:
+        line["logprobs"] = _logprob_entries(entries)
+    return line
+
+
+async def single_answer(request: web.Request, parsed: Parsed, chat: bool) -> dict[str, Any] | None:
+    """The one-object answer of a request that generates nothing (unload, load, render), after doing it;
+    None for a generation."""
+    engine = engine_of(request.app)
+    head: dict[str, Any] = {"model": parsed.name, "created_at": now_rfc3339()}
+    empty: dict[str, Any] = {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
+    if parsed.action == "unload":
+        await engine.unload(parsed.model)
+        return {**head, **empty, "done": True, "done_reason": "unload"}
+    if parsed.action == "load":
+        await engine.load(parsed.model, parsed.keep_alive)
+        return {**head, **empty, "done": True, "done_reason": "load"}
+    if parsed.action == "render":
+        rendered = await engine.render(parsed.generation)
+        return {**head, **empty, "done": True,
+                "_debug_info": {"rendered_template": rendered.text, "image_count": rendered.image_count}}
+    return None
+
+
+async def _answer(request: web.Request, parsed: Parsed, line: Callable[[Parsed, Chunk, float], dict[str, Any] | None],
+                  fold: Callable[[list[dict[str, Any]]], dict[str, Any]], chat: bool, started: float) -> web.StreamResponse:
+    if parsed.action in ("load", "unload"):
+        body = await single_answer(request, parsed, chat)
+        assert body is not None
+        return json_response(body)
+
+    async def lines() -> AsyncIterator[dict[str, Any]]:
+        if parsed.action == "render":
+            body = await single_answer(request, parsed, chat)
+            assert body is not None
+            yield body
+            return
+        async for chunk in engine_of(request.app).generate(parsed.generation):
+            out = line(parsed, chunk, started)
+            if out is not None:
+                yield out
+
+    return await respond(request, lines(), stream=parsed.stream, fold=fold, charset="utf-8")
+
+
+# -- /api/generate -------------------------------------------------------------------------------------------
+async def generate(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    parsed = parse_generate(request, await read_json(request, "GenerateRequest"))
+    return await _answer(request, parsed, generate_line, fold_generate, False, started)
+
+
+def fold_generate(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     if not chunks:
         return {}
     final = dict(chunks[-1])
@@ -236,91 +366,14 @@ def _fold_logprobs(final: dict[str, Any], chunks: list[dict[str, Any]]) -> None:
         final["logprobs"] = logprobs
 
 
-# -- /api/chat ---------------------------------------------------------------------------------------------
-def _messages(fields: Fields) -> list[dict[str, Any]]:
-    out = []
-    for i, m in enumerate(fields.list("messages", "[]api.Message")):
-        if not isinstance(m, dict):
-            raise BadRequest("json: cannot unmarshal messages: each message must be an object")
-        msg = {k: v for k, v in m.items() if v is not None}
-        for key in ("role", "content", "thinking", "tool_name", "tool_call_id"):
-            if key in msg and not isinstance(msg[key], str):
-                kind = "number" if isinstance(msg[key], (int, float)) and not isinstance(msg[key], bool) else type(msg[key]).__name__
-                raise BadRequest(f"json: cannot unmarshal {kind} into Go struct field ChatRequest.messages.{key} of type string")
-        msg["role"] = str(m.get("role", "")).lower()
-        msg.setdefault("content", "")
-        if "images" in msg:
-            msg["images"] = _images(msg["images"] if isinstance(msg["images"], list) else [msg["images"]], f"ChatRequest.messages[{i}].images")
-        out.append(msg)
-    return out
-
-
+# -- /api/chat -------------------------------------------------------------------------------------------------
 async def chat(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
-    fields = await read_json(request, "ChatRequest")
-    logprobs, top_logprobs = _logprobs(fields)
-    model_text = fields.str("model")
-    if not model_text:
-        raise BadRequest("model is required")
-    stored = _model(request, model_text)
-    keep_alive = parse_keep_alive(fields.raw("keep_alive"))
-    messages = _messages(fields)
-    empty = {"role": "assistant", "content": ""}
-    if not messages and keep_alive == 0:
-        await request.app[ENGINE].unload_model(stored)
-        return json_response({"model": model_text, "created_at": now_rfc3339(), "message": empty, "done": True, "done_reason": "unload"})
-    caps = stored.capabilities
-    tools = fields.list("tools", "api.Tools") or None
-    if "completion" not in caps:
-        raise BadRequest(f'"{model_text}" does not support chat')
-    if tools and "tools" not in caps:
-        raise BadRequest(f"{stored.name} does not support tools")
-    think = _think(stored, model_text, _parse_think(fields.raw("think")))
-    if any(m.get("images") for m in messages) and "vision" not in caps:
-        raise BadRequest(f'"{model_text}" does not support images')
-    format_spec = parse_format(fields.raw("format"))
-    opts = _options(request, stored, fields)
-    stream = fields.bool("stream", True)
-    if not messages:
-        scheduler = request.app[ENGINE]
-        runner, _ = await scheduler.acquire(stored, keep_alive)
-        scheduler.release(runner)
-        return json_response({"model": model_text, "created_at": now_rfc3339(), "message": empty, "done": True, "done_reason": "load"})
-    job = PromptJob(
-        kind="chat", messages=messages, tools=tools, think=think, truncate=fields.bool("truncate", True),
-        logprobs=logprobs, top_logprobs=top_logprobs,
-    )
-    debug = fields.bool("_debug_render_only")
-
-    async def events() -> AsyncIterator[dict[str, Any]]:
-        index = 0
-        async for kind, value in _run(request, stored, job, opts, format_spec, keep_alive, started, debug_render=debug):
-            if kind == "prompt" and debug:
-                yield {"model": model_text, "created_at": now_rfc3339(), "message": empty, "done": True,
-                       "_debug_info": {"rendered_template": value.text, "image_count": len(value.images)}}
-            elif kind == "shaped":
-                message: dict[str, Any] = {"role": "assistant", "content": value.content}
-                if value.thinking:
-                    message["thinking"] = value.thinking
-                if value.tool_calls:
-                    for call in value.tool_calls:
-                        call["function"]["index"] = index
-                        index += 1
-                    message["tool_calls"] = value.tool_calls
-                if value.content or value.thinking or value.tool_calls or value.logprobs:
-                    chunk = {"model": model_text, "created_at": now_rfc3339(), "message": message, "done": False}
-                    if value.logprobs:
-                        chunk["logprobs"] = value.logprobs
-                    yield chunk
-            elif kind == "done":
-                done, metrics = value
-                yield {"model": model_text, "created_at": now_rfc3339(), "message": dict(empty), "done": True,
-                       "done_reason": done.reason, **metrics}
-
-    return await respond(request, events(), stream=stream, fold=_fold_chat, charset="utf-8")
+    parsed = parse_chat(request, await read_json(request, "ChatRequest"))
+    return await _answer(request, parsed, chat_line, fold_chat, True, started)
 
 
-def _fold_chat(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+def fold_chat(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     if not chunks:
         return {}
     final = dict(chunks[-1])
@@ -336,40 +389,37 @@ def _fold_chat(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     return final
 
 
-# -- /api/ps -----------------------------------------------------------------------------------------------
+# -- /api/ps -----------------------------------------------------------------------------------------------------
 async def ps(request: web.Request) -> web.Response:
-    scheduler = request.app[ENGINE]
     models = []
-    for runner in scheduler.loaded_models():
-        stored = runner.stored
-        size = runner.loaded.size_bytes + (runner.worker.cache_bytes() if hasattr(runner.worker, "cache_bytes") else 0)
-        expires = runner.expires_at
-        expires_text = show_mod.rfc3339(expires) if expires != float("inf") else _far_future()
+    for status in engine_of(request.app).status():
+        stored = status.model
+        expires = status.expires_at
         models.append({
             "name": stored.name.display_shortest,
             "model": stored.name.display_shortest,
-            "size": size,
+            "size": status.size,
             "digest": stored.digest,
             "details": {**show_mod.details(stored), "parent_model": ""},
-            "expires_at": expires_text,
-            "size_vram": size if runner.loaded.device.type == "cuda" else 0,
-            "context_length": scheduler.num_ctx_for(runner),
+            "expires_at": show_mod.rfc3339(expires) if expires != float("inf") else _far_future(),
+            "size_vram": status.size_vram,
+            "context_length": status.context_length,
         })
     return json_response({"models": models})
 
 
 async def engine_stats(request: web.Request) -> web.Response:
     """ollama-torch extension (not in Ollama): per loaded model, requests in the batch and waiting."""
-    models = []
-    for runner in request.app[ENGINE].loaded_models():
-        worker = runner.worker
-        models.append({
-            "name": runner.stored.name.display_shortest,
-            "running": getattr(worker, "running", 0),
-            "waiting": max(0, getattr(worker, "active", 0) - getattr(worker, "running", 0)),
-            "batch_size": getattr(worker, "max_rows", 0),
-            "kv_cache_bytes": worker.cache_bytes() if hasattr(worker, "cache_bytes") else 0,
-        })
+    models = [
+        {
+            "name": s.model.name.display_shortest,
+            "running": s.running,
+            "waiting": s.waiting,
+            "batch_size": s.batch_size,
+            "kv_cache_bytes": s.kv_cache_bytes,
+        }
+        for s in engine_of(request.app).status()
+    ]
     return json_response({"models": models})
 
 

@@ -9,11 +9,11 @@ from aiohttp import web
 
 from .. import OLLAMA_API_VERSION
 from ..errors import BadRequest, ModelNotFound, NotFound, OllamaError
-from ..names import ModelName
 from ..store import ModelStore, parse_digest
 from . import show as show_mod
-from .app import ENGINE, STORE
-from .decode import read_json
+from .decode import Fields, read_json
+from .lookup import model_name
+from .state import ENGINE, STORE
 from .streaming import json_response
 
 log = logging.getLogger(__name__)
@@ -50,29 +50,31 @@ def _tags(store: ModelStore) -> dict[str, object]:
 
 
 async def tags(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    return json_response(await asyncio.to_thread(_tags, store))
+    return json_response(await tags_body(request.app[STORE]))
 
 
-def _model_arg(fields: object, key: str = "model", alt: str = "name") -> str:
-    from .decode import Fields
+async def tags_body(store: ModelStore) -> dict[str, object]:
+    """``/api/tags``'s answer (also ``/v1/models``'s source)."""
+    return await asyncio.to_thread(_tags, store)
 
-    assert isinstance(fields, Fields)
+
+def _model_arg(fields: Fields, key: str = "model", alt: str = "name") -> str:
     return fields.str(key) or fields.str(alt)
 
 
 async def show(request: web.Request) -> web.Response:
-    fields = await read_json(request, "ShowRequest")
+    return json_response(await show_body(request.app[STORE], await read_json(request, "ShowRequest")))
+
+
+async def show_body(store: ModelStore, fields: Fields) -> dict[str, object]:
+    """``/api/show``'s answer for a ``ShowRequest`` (also ``/v1/models/{model}``'s source)."""
     name_text = _model_arg(fields)
     verbose = fields.bool("verbose")
     system = fields.str("system")
     options = fields.dict("options")
     if not name_text:
         raise BadRequest("model is required")
-    name = ModelName.parse(name_text)
-    if not name.is_valid:
-        raise BadRequest("invalid model name")
-    store = request.app[STORE]
+    name = model_name(name_text)
 
     def build() -> dict[str, object]:
         try:
@@ -81,18 +83,14 @@ async def show(request: web.Request) -> web.Response:
             raise ModelNotFound(name.display_shortest) from None
         return show_mod.show(model, verbose=verbose, system=system, options=options)
 
-    return json_response(await asyncio.to_thread(build))
+    return await asyncio.to_thread(build)
 
 
 async def copy(request: web.Request) -> web.Response:
     fields = await read_json(request, "CopyRequest")
     source_text, dest_text = fields.str("source"), fields.str("destination")
-    source = ModelName.parse(source_text)
-    if not source.is_valid:
-        raise BadRequest(f'source "{source_text}" is invalid')
-    dest = ModelName.parse(dest_text)
-    if not dest.is_valid:
-        raise BadRequest(f'destination "{dest_text}" is invalid')
+    source = model_name(source_text, f'source "{source_text}" is invalid')
+    dest = model_name(dest_text, f'destination "{dest_text}" is invalid')
     store = request.app[STORE]
     try:
         await asyncio.to_thread(store.copy, source, dest)
@@ -104,9 +102,7 @@ async def copy(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     fields = await read_json(request, "DeleteRequest")
     name_text = _model_arg(fields)
-    name = ModelName.parse(name_text)
-    if not name.is_valid:
-        raise BadRequest(f'name "{name_text}" is invalid')
+    name = model_name(name_text, f'name "{name_text}" is invalid')
     store = request.app[STORE]
     try:
         await asyncio.to_thread(store.delete, name)

@@ -13,13 +13,13 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import BadRequest, ModelNotFound
-from ..names import ModelName
-from ..registry import Transfers, parse_hf_name, pull_hf, pull_model, push_model
-from .app import SETTINGS, STORE
+from ..registry import parse_hf_name, pull_hf, pull_model, push_model
 from .decode import read_json
+from .lookup import model_name
+from .state import SETTINGS, STORE, TRANSFERS, create_of
 from .streaming import iterate_in_thread, respond
 
-TRANSFERS = web.AppKey("registry_transfers", Transfers)
+__all__ = ["TRANSFERS", "setup"]
 
 
 async def _respond(
@@ -36,15 +36,14 @@ async def pull(request: web.Request) -> web.StreamResponse:
     fields = await read_json(request, "PullRequest")
     raw = fields.str("model") or fields.str("name")  # "name" is the deprecated spelling
     insecure, stream = fields.bool("insecure"), fields.bool("stream", True)  # type errors before any 404
-    name = ModelName.parse(raw)
-    if not name.is_valid:
-        raise BadRequest("invalid model name")
+    name = model_name(raw)
     store = request.app[STORE]
     name = store.resolve(name) or name  # the on-disk spelling of an existing model, as getExistingName
     noprune = request.app[SETTINGS].noprune
     events: AsyncIterator[dict[str, Any]]
     if parse_hf_name(name) is not None:
-        events = iterate_in_thread(lambda emit: pull_hf(store, name, emit, noprune=noprune))
+        create = create_of(request.app)
+        events = iterate_in_thread(lambda emit: pull_hf(store, name, emit, create=create, noprune=noprune))
     else:
         transfers = request.app[TRANSFERS]
         events = pull_model(store, name, insecure=insecure, transfers=transfers, prune=not noprune)
@@ -57,9 +56,7 @@ async def push(request: web.Request) -> web.StreamResponse:
     insecure, stream = fields.bool("insecure"), fields.bool("stream", True)  # type errors before any 404
     if not raw:
         raise BadRequest("model is required")
-    name = ModelName.parse(raw)
-    if not name.is_valid:
-        raise BadRequest("invalid model name")
+    name = model_name(raw)
     store = request.app[STORE]
     resolved = store.resolve(name)
     if resolved is None:
@@ -68,7 +65,6 @@ async def push(request: web.Request) -> web.StreamResponse:
     return await _respond(request, push_model(store, resolved, insecure=insecure, options=options), stream)
 
 
-def setup(app: web.Application, transfers: Transfers | None = None) -> None:
-    app[TRANSFERS] = transfers or Transfers()
+def setup(app: web.Application) -> None:
     app.router.add_post("/api/pull", pull)
     app.router.add_post("/api/push", push)

@@ -36,6 +36,26 @@ def test_chat_completion(oai: OpenAI, smollm2: str) -> None:
     assert done.usage.total_tokens == done.usage.prompt_tokens + done.usage.completion_tokens
 
 
+def test_usage_counts_the_whole_prompt_and_reports_cache_hits(oai: OpenAI, smollm2: str) -> None:
+    """OpenAI counts the whole prompt; a second identical request (served from the prefix cache) was
+    reported as 1 prompt token. The cached part is in ``prompt_tokens_details.cached_tokens``."""
+    ask = [{"role": "user", "content": "Name three colours of the rainbow, please."}]
+    first = oai.chat.completions.create(model=smollm2, messages=ask, max_tokens=3, temperature=0)
+    second = oai.chat.completions.create(model=smollm2, messages=ask, max_tokens=3, temperature=0)
+    assert first.usage is not None and second.usage is not None
+    assert second.usage.prompt_tokens == first.usage.prompt_tokens > 10
+    details = second.usage.prompt_tokens_details
+    assert details is not None and 0 < (details.cached_tokens or 0) < second.usage.prompt_tokens
+    streamed = list(oai.chat.completions.create(model=smollm2, messages=ask, max_tokens=3, temperature=0, stream=True,
+                                                stream_options={"include_usage": True}))
+    usage = streamed[-1].usage
+    assert usage is not None and usage.prompt_tokens == first.usage.prompt_tokens
+    assert usage.prompt_tokens_details is not None and (usage.prompt_tokens_details.cached_tokens or 0) > 0
+    text = oai.completions.create(model=smollm2, prompt="The capital of France is", max_tokens=2, temperature=0)
+    again = oai.completions.create(model=smollm2, prompt="The capital of France is", max_tokens=2, temperature=0)
+    assert text.usage is not None and again.usage is not None and again.usage.prompt_tokens == text.usage.prompt_tokens
+
+
 def test_chat_max_tokens_is_length(oai: OpenAI, smollm2: str) -> None:
     done = oai.chat.completions.create(model=smollm2, messages=QUESTION, max_tokens=5, temperature=0)
     assert done.choices[0].finish_reason == "length"

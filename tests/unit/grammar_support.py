@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ollama_torch.demo import DemoModelMissing, demo_gguf
-from ollama_torch.engine.grammar import (
+from ollama_torch.engine.grammar.compiler import (
     COMPACT,
     SPACED,
     GrammarCompiler,

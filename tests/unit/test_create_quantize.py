@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from ollama_torch.create import CreateRequest, create_model
+from ollama_torch.create import CreateRequest
+from ollama_torch.create.service import create_model
 from ollama_torch.errors import BadRequest
 from ollama_torch.names import ModelName
 from ollama_torch.store import ConfigV2, MediaType, ModelStore

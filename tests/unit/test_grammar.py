@@ -13,8 +13,8 @@ import pytest
 import torch
 from jsonschema import Draft202012Validator
 
-from ollama_torch.engine import grammar as grammar_mod
-from ollama_torch.engine.grammar import (
+from ollama_torch.engine.grammar import compiler as grammar_mod
+from ollama_torch.engine.grammar.compiler import (
     COMPACT,
     JSON_OBJECT,
     SPACED,
@@ -26,8 +26,8 @@ from ollama_torch.engine.grammar import (
     bounded_whitespace,
     parse_format,
 )
-from ollama_torch.engine.grammar_format import SUPPORTED_FORMATS
-from ollama_torch.engine.grammar_regex import FORMAT_PATTERNS
+from ollama_torch.engine.grammar.format import SUPPORTED_FORMATS
+from ollama_torch.engine.grammar.regex import FORMAT_PATTERNS
 from ollama_torch.errors import BadRequest
 from tests.unit.grammar_support import (
     PADDED_VOCAB,
@@ -198,7 +198,7 @@ def test_supported_formats_compile(fmt: str) -> None:
 
 
 def test_parse_format_imports_no_torch() -> None:
-    code = ("import sys; import ollama_torch.engine.grammar_format as g; g.parse_format({'type': 'object'}); "
+    code = ("import sys; import ollama_torch.engine.grammar.format as g; g.parse_format({'type': 'object'}); "
             "bad = [m for m in ('torch', 'transformers', 'aiohttp') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

@@ -1,4 +1,4 @@
-"""Objects closed by default (``grammar_closed``): which object schemas get ``additionalProperties: false``
+"""Objects closed by default (``grammar/closed``): which object schemas get ``additionalProperties: false``
 (table-driven, through ``parse_format``), and what the grammar then lets the model write (SmolLM2's
 tokenizer: token-by-token feeding and random walks under the mask)."""
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from ollama_torch.engine.grammar import GrammarCompiler, parse_format
-from ollama_torch.engine.grammar_closed import closed_objects
+from ollama_torch.engine.grammar.closed import closed_objects
+from ollama_torch.engine.grammar.compiler import GrammarCompiler, parse_format
 from tests.unit.grammar_support import feed_text, make_compiler, random_walks
 
 # what pydantic writes for Country(name: str, capital: str, languages: list[str]) (ollama-python's example)

@@ -1,5 +1,5 @@
 """Schemas llguidance compiles but cannot run are refused by ``parse_format``, before any token and in bounded
-time (``grammar_limits``); what the limits let through runs with SmolLM2's real tokenizer."""
+time (``grammar/limits``); what the limits let through runs with SmolLM2's real tokenizer."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from llguidance import LLMatcher
 
-from ollama_torch.engine.grammar import GrammarCompiler, parse_format
-from ollama_torch.engine.grammar_format import COMPACT, translate_error
-from ollama_torch.engine.grammar_limits import (
+from ollama_torch.engine.grammar.compiler import GrammarCompiler, parse_format
+from ollama_torch.engine.grammar.format import COMPACT, translate_error
+from ollama_torch.engine.grammar.limits import (
     MAX_ITEMS_IN_ROW,
     MAX_LEADING_OPTIONAL,
     MAX_OPTIONAL,
@@ -124,7 +124,7 @@ def test_row_items_per_leading_optional_property() -> None:
     """The arithmetic ``check_leading_optional`` relies on: k optional properties before a required one put
     3k+1 items in the row after ``{``, k optional ones in a closed object with no required one 4k-1 (4k+7
     when other keys are allowed, which the start probe catches). If llguidance changes how it compiles
-    objects this fails: revisit ``grammar_limits``."""
+    objects this fails: revisit ``grammar/limits``."""
     def before_required(k: int) -> dict[str, Any]:
         return {"type": "object", "properties": props([*(f"p{i}" for i in range(k)), "r"]), "required": ["r"]}
 

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
-from ollama_torch.engine.generation import generate
+from ollama_torch.engine.api import Chat, GenerationCall, Message
+from ollama_torch.engine.front import _on_thread
+from ollama_torch.engine.generation import prepare
 from ollama_torch.engine.options import GenerationOptions
-from ollama_torch.engine.prompt import PromptJob, _fit_messages
+from ollama_torch.engine.prompt import _fit_messages
 from ollama_torch.engine.threads import in_fresh_thread
 from ollama_torch.templates import OllamaTemplate
 from ollama_torch.templates.ollama import collate
@@ -154,7 +156,8 @@ def test_cancelling_the_awaiting_coroutine_sets_the_event() -> None:
 
 
 def test_a_request_cancelled_while_preparing_stops_rendering(tiny_llama_dir: Path) -> None:
-    """Through ``generation.generate``: the client goes away during the first render of a long history;
+    """Through the engine's preparation (``front._on_thread(prepare, ...)``): the client goes away during the
+    first render of a long history;
     the preparation thread renders nothing more and ends (it used to go on for minutes)."""
     from transformers import AutoTokenizer
 
@@ -169,13 +172,13 @@ def test_a_request_cancelled_while_preparing_stops_rendering(tiny_llama_dir: Pat
         return original(*args, **kwargs)
 
     tokenizer.apply_chat_template = slow_render
-    loaded = SimpleNamespace(tokenizer=tokenizer, processor=None, vocab_size=len(tokenizer))
+    loaded = SimpleNamespace(tokenizer=tokenizer, processor=None, vocab_size=len(tokenizer), fim=None)
     stored = SimpleNamespace(name="tiny", template=None, system=None, messages=[])
-    job = PromptJob(kind="chat", messages=history(3_000, random.Random(3)))
+    messages = tuple(Message(m["role"], m["content"]) for m in history(3_000, random.Random(3)))
+    call = GenerationCall(stored, Chat(messages), GenerationOptions(num_ctx=64))  # type: ignore[arg-type]
 
     async def main() -> None:
-        events = generate(SimpleNamespace(), SimpleNamespace(loaded=loaded), stored, job, GenerationOptions(num_ctx=64))  # type: ignore[arg-type]
-        task = asyncio.ensure_future(anext(events))
+        task = asyncio.ensure_future(_on_thread(prepare, loaded, call))  # type: ignore[arg-type]
         await asyncio.to_thread(started.wait, 10)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from ollama_torch.create.service import create_model
 from ollama_torch.names import ModelName
 from ollama_torch.registry import Transfers, blocking_pull
 from ollama_torch.store import Manifest, ModelStore
@@ -224,7 +225,7 @@ def test_blocking_pull_for_create_from(registry: Registry, source: ModelStore, l
     async def go() -> None:
         async with serving(source) as api:
             assert (await api.post("/api/push", {"model": name, "insecure": True}))[0] == 200
-        pull = blocking_pull(asyncio.get_running_loop(), local, Transfers(OPTIONS), insecure=True)
+        pull = blocking_pull(asyncio.get_running_loop(), local, Transfers(OPTIONS), create=create_model, insecure=True)
         lines: list[dict[str, Any]] = []
         await asyncio.to_thread(pull, ModelName.parse(name), lines.append)
         assert statuses(lines)[-1] == "success"

@@ -152,8 +152,6 @@ def test_pull_hf_imports_the_selected_file_and_creates_the_model(
 ) -> None:
     import huggingface_hub
 
-    import ollama_torch.create
-
     weights = tmp_path / "download.gguf"
     weights.write_bytes(b"GGUF" + bytes(range(256)) * 40)
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -185,11 +183,10 @@ def test_pull_hf_imports_the_selected_file_and_creates_the_model(
 
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
-    monkeypatch.setattr(ollama_torch.create, "create_model", create_model)
     store = ModelStore(tmp_path / "models")
     lines: list[dict[str, Any]] = []
     name = ModelName.parse("https://hf.co/someone/SmolLM2-GGUF:Q4_1")
-    pull_hf(store, name, lines.append)
+    pull_hf(store, name, lines.append, create=create_model)
     assert downloads == ["SmolLM2-135M-Instruct.Q4_1.gguf"]
     assert lines[0] == {"status": "pulling manifest"}
     done = {"status": f"pulling {sha[:12]}", "digest": f"sha256:{sha}", "total": size, "completed": size}
@@ -200,7 +197,7 @@ def test_pull_hf_imports_the_selected_file_and_creates_the_model(
     assert request.files == {"SmolLM2-135M-Instruct.Q4_1.gguf": f"sha256:{sha}"}
 
     lines.clear()  # a second pull finds the blob by its LFS sha256 and downloads nothing
-    pull_hf(store, name, lines.append)
+    pull_hf(store, name, lines.append, create=create_model)
     assert downloads == ["SmolLM2-135M-Instruct.Q4_1.gguf"] and lines[-1] == {"status": "success"}
     assert len(created) == 2
 
@@ -252,4 +249,8 @@ def test_pull_hf_errors(
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     expected_type = _GoneError if emit_fails else RegistryError
     with pytest.raises(expected_type, match=expected):
-        pull_hf(ModelStore(tmp_path), ModelName.parse("hf.co/org/repo"), emit)
+        pull_hf(ModelStore(tmp_path), ModelName.parse("hf.co/org/repo"), emit, create=_never_created)
+
+
+def _never_created(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("the pull failed before anything was created")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ollama_torch.engine.grammar import GrammarCompiler, parse_format
+from ollama_torch.engine.grammar.compiler import GrammarCompiler, parse_format
 from ollama_torch.errors import BadRequest
 from tests.unit.grammar_support import (
     BENCH,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ollama_torch.shaping import ResponseShaper, ThinkingParser
+from ollama_torch.engine.shaping import ResponseShaper, ThinkingParser
 from ollama_torch.tools import HERMES
 
 

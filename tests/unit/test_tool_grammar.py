@@ -1,5 +1,5 @@
-"""Constrained tool calls and ``format`` after thinking (``tool_grammar``, ``grammar_lark``,
-``grammar_request``): table-driven accept/reject per markup, markers that are special tokens, random walks
+"""Constrained tool calls and ``format`` after thinking (``grammar/tools``, ``grammar/lark``,
+``grammar/request``): table-driven accept/reject per markup, markers that are special tokens, random walks
 whose every parsed call names a tool and validates, and the fallbacks that leave a response unconstrained.
 
 Uses the tiny ChatML tokenizer trained offline (``tests/tiny_models.py``): a small vocabulary makes JSON
@@ -15,18 +15,23 @@ import pytest
 import torch
 from jsonschema import Draft202012Validator
 
-from ollama_torch.engine.grammar import GrammarCompiler, GrammarState, apply_grammar_masks, parse_format
-from ollama_torch.engine.grammar_lark import Vocab, think_then_json, token_set
-from ollama_torch.engine.grammar_request import request_grammar
-from ollama_torch.engine.prompt import BuiltPrompt
-from ollama_torch.engine.tool_grammar import (
+from ollama_torch.engine.grammar.compiler import (
+    GrammarCompiler,
+    GrammarState,
+    apply_grammar_masks,
+    parse_format,
+)
+from ollama_torch.engine.grammar.lark import Vocab, think_then_json, token_set
+from ollama_torch.engine.grammar.request import request_grammar
+from ollama_torch.engine.grammar.tools import (
     ToolGrammarRequest,
     ToolGrammarUnavailable,
     argument_keys,
     enforced_tools,
     tool_call_grammar,
 )
-from ollama_torch.shaping import ResponsePlan, plan_response
+from ollama_torch.engine.prompt import BuiltPrompt
+from ollama_torch.engine.shaping import ResponsePlan, plan_response
 from ollama_torch.tools import (
     BARE_JSON,
     HERMES,

@@ -1,23 +1,30 @@
-"""The ``/v1`` endpoints: translate the request, run the native handler in-process, translate its answer.
+"""The ``/v1`` endpoints: the OpenAI request becomes a native request body (``translate_request``), which
+the native parser turns into the engine's typed call; the engine's chunks become native lines (the same ones
+``/api/chat`` and ``/api/generate`` send), which ``translate_response`` turns into OpenAI's answer.
 
-``POST /v1/chat/completions`` -> ``/api/chat``, ``POST /v1/completions`` -> ``/api/generate``,
-``POST /v1/embeddings`` -> ``/api/embed``, ``GET /v1/models`` -> ``/api/tags``,
-``GET /v1/models/{model}`` -> ``/api/show``. Every error, whether the translation's or the native
-handler's, is answered in the OpenAI envelope with the native status kept; an error after an SSE stream
-began is a final ``data: {"error": {...}}`` frame.
+``POST /v1/chat/completions`` over ``/api/chat``'s parser, ``POST /v1/completions`` over ``/api/generate``'s,
+``POST /v1/embeddings`` over ``/api/embed``'s, ``GET /v1/models`` and ``GET /v1/models/{model}`` over tags
+and show. Every error is answered in the OpenAI envelope with its native status; one after an SSE stream
+began is a final ``data: {"error": {...}}`` frame. Usage counts the whole prompt, and the prefix-cache hits
+in ``prompt_tokens_details.cached_tokens`` (Ollama's counts only what was evaluated).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from ...errors import OllamaError
-from . import native
+from ...engine.api import Chunk, Done
+from ...errors import InternalError, OllamaError
+from .. import routes_embed, routes_generate, routes_models
+from ..decode import Fields
+from ..routes_generate import Parsed
+from ..state import STORE, engine_of
 from . import translate_request as req
 from . import translate_response as resp
 
@@ -25,9 +32,12 @@ log = logging.getLogger(__name__)
 
 EVENT_STREAM = "text/event-stream"
 
+Line = Callable[[Parsed, Chunk, float], "dict[str, Any] | None"]
+
 
 class _StreamTranslator(Protocol):
     finished: bool
+    counted: dict[str, Any] | None
 
     def feed(self, native: dict[str, Any]) -> list[resp.Frame]: ...
 
@@ -37,100 +47,135 @@ def json_answer(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=resp.dumps(body) + b"\n", status=status, content_type="application/json")
 
 
-def error_answer(status: int, message: str) -> web.Response:
-    return json_answer(resp.error_body(status, message), status)
+def error_answer(exc: OllamaError) -> web.Response:
+    return json_answer(resp.error_body(exc.status, exc.message), exc.status)
 
 
-def _native_error(reply: native.NativeReply) -> web.Response:
-    body = reply.body
-    message = body.get("error") if isinstance(body, dict) else body
-    return error_answer(reply.status, str(message if message is not None else ""))
+def _as_error(exc: Exception) -> OllamaError:
+    if isinstance(exc, OllamaError):
+        return exc
+    log.exception("unexpected error", exc_info=exc)
+    return InternalError(str(exc) or type(exc).__name__)
 
 
-async def _single(body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-    yield body
+class _Generation:
+    """One translated generation: its native lines as they come, and the usage once it is done."""
+
+    def __init__(self, request: web.Request, parsed: Parsed, line: Line, started: float) -> None:
+        self.request, self.parsed, self.line, self.started = request, parsed, line, started
+        self.counted: dict[str, Any] | None = None
+
+    async def lines(self) -> AsyncGenerator[dict[str, Any], None]:
+        chat = self.line is routes_generate.chat_line
+        single = await routes_generate.single_answer(self.request, self.parsed, chat)
+        if single is not None:  # nothing to generate (an empty prompt loads the model)
+            yield single
+            return
+        async for chunk in engine_of(self.request.app).generate(self.parsed.generation):
+            if isinstance(chunk, Done):
+                stats = chunk.stats
+                self.counted = resp.token_usage(stats.prompt_tokens, stats.eval_count, stats.cached_tokens)
+            out = self.line(self.parsed, chunk, self.started)
+            if out is not None:
+                yield out
 
 
-async def _stream(request: web.Request, lines: AsyncGenerator[dict[str, Any], None], translator: _StreamTranslator) -> web.StreamResponse:
-    """Write the native lines as SSE frames as they come; stop at the translator's end."""
+async def _stream(request: web.Request, lines: AsyncGenerator[dict[str, Any], None], translator: _StreamTranslator,
+                  generation: _Generation) -> web.StreamResponse:
+    """SSE frames as the native lines come; an error before the first one is an answer with its status."""
+    try:
+        first = await anext(lines, None)
+    except Exception as exc:
+        return error_answer(_as_error(exc))
     out = web.StreamResponse(status=200, headers={"Content-Type": EVENT_STREAM})
     await out.prepare(request)
     try:
-        async for line in lines:
+        line = first
+        while line is not None and not translator.finished:
+            translator.counted = generation.counted
             for frame in translator.feed(line):
                 await out.write(resp.sse(frame))
-            if translator.finished:
-                break
-    except OllamaError as exc:
-        await out.write(resp.sse(resp.stream_error(exc.message)))
+            line = await anext(lines, None)
+    except (ConnectionResetError, ConnectionError):
+        raise
+    except Exception as exc:
+        await out.write(resp.sse(resp.stream_error(_as_error(exc).message)))
     finally:
-        await lines.aclose()  # cancels the native handler if it is still generating
+        await lines.aclose()  # a client that went away stops the generation (its batch row is freed)
     await out.write_eof()
     return out
 
 
 async def _generation(
-    request: web.Request, path: str, translated: req.Translated, completion_id: str, translator: _StreamTranslator,
-    shape: Any,
+    request: web.Request, translated: req.Translated, parsed: Parsed, line: Line,
+    fold: Callable[[list[dict[str, Any]]], dict[str, Any]], shape: Callable[..., dict[str, Any]],
+    translator: _StreamTranslator, completion_id: str, started: float,
 ) -> web.StreamResponse:
-    reply = await native.call(request, "POST", path, translated.native)
-    if reply.lines is None and reply.status != 200:
-        return _native_error(reply)
-    if not translated.stream:
-        return json_answer(shape(completion_id, reply.body or {}))
-    return await _stream(request, reply.lines or _single(reply.body or {}), translator)
+    generation = _Generation(request, parsed, line, started)
+    lines = generation.lines()
+    if translated.stream:
+        return await _stream(request, lines, translator, generation)
+    try:
+        collected = [body async for body in lines]
+    except Exception as exc:
+        return error_answer(_as_error(exc))
+    return json_answer(shape(completion_id, fold(collected), generation.counted))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
     try:
         translated = req.chat_request(req.decode(await request.read(), req.CHAT))
-        completion_id = f"chatcmpl-{random.randrange(999)}"
-        stream = resp.ChatStream(completion_id, translated.include_usage)
-        return await _generation(request, "/api/chat", translated, completion_id, stream, resp.chat_completion)
+        parsed = routes_generate.parse_chat(request, Fields(translated.native, "ChatRequest"))
     except OllamaError as exc:
-        return error_answer(exc.status, exc.message)
+        return error_answer(exc)
+    completion_id = f"chatcmpl-{random.randrange(999)}"
+    return await _generation(
+        request, translated, parsed, routes_generate.chat_line, routes_generate.fold_chat, resp.chat_completion,
+        resp.ChatStream(completion_id, translated.include_usage), completion_id, started,
+    )
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
     try:
         translated = req.completion_request(req.decode(await request.read(), req.COMPLETION))
-        completion_id = f"cmpl-{random.randrange(999)}"
-        stream = resp.CompletionStream(completion_id, translated.include_usage)
-        return await _generation(request, "/api/generate", translated, completion_id, stream, resp.completion)
+        parsed = routes_generate.parse_generate(request, Fields(translated.native, "GenerateRequest"))
     except OllamaError as exc:
-        return error_answer(exc.status, exc.message)
+        return error_answer(exc)
+    completion_id = f"cmpl-{random.randrange(999)}"
+    return await _generation(
+        request, translated, parsed, routes_generate.generate_line, routes_generate.fold_generate, resp.completion,
+        resp.CompletionStream(completion_id, translated.include_usage), completion_id, started,
+    )
 
 
 async def embeddings(request: web.Request) -> web.Response:
+    started = time.perf_counter()
     try:
         translated = req.embed_request(req.decode(await request.read(), req.EMBED))
-        reply = await native.call(request, "POST", "/api/embed", translated.native)
+        parsed = routes_embed.parse_embed(request, Fields(translated.native, "EmbedRequest"))
+        body = await routes_embed.run_embed(request, parsed, started)
     except OllamaError as exc:
-        return error_answer(exc.status, exc.message)
-    if reply.status != 200:
-        return _native_error(reply)
-    return json_answer(resp.embedding_list(translated.model, reply.body or {}, translated.encoding_format))
+        return error_answer(exc)
+    return json_answer(resp.embedding_list(translated.model, body, translated.encoding_format))
 
 
 async def list_models(request: web.Request) -> web.Response:
     try:
-        reply = await native.call(request, "GET", "/api/tags")
+        tags = await routes_models.tags_body(request.app[STORE])
     except OllamaError as exc:
-        return error_answer(exc.status, exc.message)
-    if reply.status != 200:
-        return _native_error(reply)
-    return json_answer(resp.model_list(reply.body or {}))
+        return error_answer(exc)
+    return json_answer(resp.model_list(tags))
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
     try:
-        reply = await native.call(request, "POST", "/api/show", {"name": name})
+        shown = await routes_models.show_body(request.app[STORE], Fields({"name": name}, "ShowRequest"))
     except OllamaError as exc:
-        return error_answer(exc.status, exc.message)
-    if reply.status != 200:
-        return _native_error(reply)
-    return json_answer(resp.model(reply.body or {}, name))
+        return error_answer(exc)
+    return json_answer(resp.model(shown, name))
 
 
 def setup(app: web.Application) -> None:

@@ -57,8 +57,16 @@ def unix_time(text: Any, default: int | None = None) -> int:
 
 
 def usage(native: dict[str, Any]) -> dict[str, int]:
+    """Ollama's ``toUsage``: the native counts (``prompt_eval_count`` is what was evaluated)."""
     prompt, completion = int(native.get("prompt_eval_count", 0)), int(native.get("eval_count", 0))
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def token_usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+    """OpenAI's usage: the whole prompt (Ollama reports only what was evaluated after a prefix-cache hit),
+    and the part the cache served in ``prompt_tokens_details.cached_tokens``, as OpenAI always sends it."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens, "prompt_tokens_details": {"cached_tokens": cached_tokens}}
 
 
 def tool_calls_to_openai(calls: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -82,8 +90,9 @@ def _logprobs(native: dict[str, Any]) -> dict[str, Any] | None:
 
 
 # -- chat ---------------------------------------------------------------------------------------------------
-def chat_completion(completion_id: str, native: dict[str, Any]) -> dict[str, Any]:
-    """A folded (``stream:false``) native chat answer as a ``chat.completion``."""
+def chat_completion(completion_id: str, native: dict[str, Any], counted: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A folded (``stream:false``) native chat answer as a ``chat.completion``; ``counted`` is the usage when
+    the engine's counts are known (``token_usage``), else it is read off the native answer."""
     message = native.get("message", {})
     calls = tool_calls_to_openai(message.get("tool_calls", []))
     reason: str | None = native.get("done_reason") or None
@@ -105,7 +114,7 @@ def chat_completion(completion_id: str, native: dict[str, Any]) -> dict[str, Any
         "model": native.get("model", ""),
         "system_fingerprint": FINGERPRINT,
         "choices": [choice],
-        "usage": usage(native),
+        "usage": counted or usage(native),
     }
     if native.get("_debug_info"):
         out["_debug_info"] = native["_debug_info"]
@@ -179,6 +188,7 @@ class ChatStream:
         self.first_sent = False
         self.tool_call_sent = False
         self.finished = False
+        self.counted: dict[str, Any] | None = None  # the engine's usage, set before the last line
 
     def feed(self, native: dict[str, Any]) -> list[Frame]:
         if "error" in native:
@@ -202,7 +212,7 @@ class ChatStream:
             finish = finish_chunk(self.id, native, self.tool_call_sent, self.created)
             frames.append(finish)
             if self.include_usage:
-                frames.append({**finish, "choices": [], "usage": usage(native)})
+                frames.append({**finish, "choices": [], "usage": self.counted or usage(native)})
             frames.append(DONE)
             self.finished = True
         return frames
@@ -235,8 +245,8 @@ def completion_logprobs(entries: list[dict[str, Any]], offset: int = 0) -> dict[
     return out
 
 
-def completion(completion_id: str, native: dict[str, Any]) -> dict[str, Any]:
-    """``ToCompletion``: a folded native generate answer as a ``text_completion``."""
+def completion(completion_id: str, native: dict[str, Any], counted: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``ToCompletion``: a folded native generate answer as a ``text_completion`` (``counted``: as for chat)."""
     return {
         "id": completion_id,
         "object": "text_completion",
@@ -244,7 +254,7 @@ def completion(completion_id: str, native: dict[str, Any]) -> dict[str, Any]:
         "model": native.get("model", ""),
         "system_fingerprint": FINGERPRINT,
         "choices": [_completion_choice(native)],
-        "usage": usage(native),
+        "usage": counted or usage(native),
     }
 
 
@@ -257,6 +267,7 @@ class CompletionStream:
         self.include_usage = include_usage
         self.finished = False
         self.offset = 0  # characters sent so far (``text_offset`` of the logprobs)
+        self.counted: dict[str, Any] | None = None  # the engine's usage, set before the last line
 
     def feed(self, native: dict[str, Any], now: int | None = None) -> list[Frame]:
         if "error" in native:
@@ -276,7 +287,7 @@ class CompletionStream:
         frames: list[Frame] = [chunk]
         if native.get("done"):
             if self.include_usage:
-                frames.append({**chunk, "choices": [], "usage": usage(native)})
+                frames.append({**chunk, "choices": [], "usage": self.counted or usage(native)})
             frames.append(DONE)
             self.finished = True
         return frames

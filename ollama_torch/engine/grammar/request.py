@@ -3,11 +3,11 @@
 =======================================  ================================================================
 request                                  grammar
 =======================================  ================================================================
-``format``                               the JSON schema (``grammar.py``), the value is the whole output
+``format``                               the JSON schema (``grammar/compiler.py``), the value is the whole output
 ``format`` + thinking on                 optional reasoning block (or its rest, when the prompt opened
-                                         it), then the JSON value (``grammar_lark.think_then_json``):
+                                         it), then the JSON value (``grammar/lark.think_then_json``):
                                          Ollama's "structured outputs restart" in one pass
-``tools`` (no ``format``)                free text; calls constrained to the tools (``tool_grammar``),
+``tools`` (no ``format``)                free text; calls constrained to the tools (``grammar/tools``),
                                          unless the ``tool_grammar`` option is ``false``, the markup is
                                          unknown, or a tool's schema cannot be enforced (logged; the
                                          response is then parsed only, as Ollama does)
@@ -25,12 +25,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import InternalError
+from ...errors import InternalError
 from ..shaping import ResponsePlan
-from .grammar import GrammarCompiler, GrammarState
-from .grammar_format import FormatSpec
-from .grammar_lark import Vocab, think_then_json
-from .tool_grammar import ToolGrammarRequest, ToolGrammarUnavailable, enforced_tools, tool_call_grammar
+from .compiler import GrammarCompiler, GrammarState
+from .format import FormatSpec
+from .lark import Vocab, think_then_json
+from .tools import ToolGrammarRequest, ToolGrammarUnavailable, enforced_tools, tool_call_grammar
 
 log = logging.getLogger(__name__)
 

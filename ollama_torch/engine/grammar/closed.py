@@ -53,7 +53,7 @@ class _Context:
 
 
 def closed_objects(schema: object) -> set[str]:
-    """JSON pointers (``#/...``, as ``grammar_schema`` writes them) of the object schemas to close."""
+    """JSON pointers (``#/...``, as ``grammar/schema`` writes them) of the object schemas to close."""
     targets, opaque = _ref_targets(schema)
     if opaque:
         return set()

@@ -3,8 +3,8 @@
 Three objects, one per lifetime:
 
 * :class:`GrammarCompiler` — one per loaded model. Wraps the model's tokenizer for llguidance (about 0.5 s,
-  so built once) and compiles :class:`~ollama_torch.engine.grammar_format.FormatSpec`\\ s (and the Lark
-  grammars of ``grammar_lark``/``tool_grammar``: ``format`` after thinking, constrained tool calls) into
+  so built once) and compiles :class:`~ollama_torch.engine.grammar.format.FormatSpec`\\ s (and the Lark
+  grammars of ``grammar/lark``/``grammar/tools``: ``format`` after thinking, constrained tool calls) into
   :class:`CompiledGrammar`\\ s, kept in an LRU cache keyed by (whitespace style, schema text) or the Lark
   text, so every request with the same schema reuses one compiled grammar.
 * :class:`CompiledGrammar` — immutable; holds a ready llguidance matcher that each request deep-copies
@@ -20,7 +20,7 @@ they are the only tokens allowed, so a caller may also stop as soon as :meth:`Gr
 A state whose matcher hits an error (a rejected token, an internal llguidance limit) is masked to the
 end-of-sequence ids only and reports it in :attr:`GrammarState.error`.
 
-``parse_format`` lives in the torch-free ``grammar_format`` module (the HTTP layer validates there); it is
+``parse_format`` lives in the torch-free ``grammar/format`` module (the HTTP layer validates there); it is
 re-exported here for the engine's convenience.
 """
 
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from llguidance import LLExecutor, LLMatcher, LLTokenizer
 
-from ollama_torch.engine.grammar_format import (
+from ollama_torch.engine.grammar.format import (
     COMPACT,
     JSON_OBJECT,
     SPACED,
@@ -86,7 +86,7 @@ class GrammarCompiler:
     threads, default: llguidance's choice), smaller ones in the calling thread: on 2 shared cores 8 rows
     took ~190-220 µs serially and 190-400 µs on the pool (bench/schema_suite.py); the pool pays off with
     more cores and larger batches (vLLM switches at 128). ``style`` is the default
-    whitespace style (see ``grammar_format``).
+    whitespace style (see ``grammar/format``).
     """
 
     def __init__(
@@ -144,8 +144,8 @@ class GrammarCompiler:
         return self._compiled((style, spec.enforced_text), build, refuse, spec.kind, spec=spec, style=style)
 
     def compile_lark(self, lark: str, label: str) -> CompiledGrammar:
-        """A compiled llguidance Lark grammar (cached by its text), e.g. from ``grammar_lark`` /
-        ``tool_grammar``; :class:`InternalError` if llguidance refuses it (those grammars are ours)."""
+        """A compiled llguidance Lark grammar (cached by its text), e.g. from ``grammar/lark`` /
+        ``grammar/tools``; :class:`InternalError` if llguidance refuses it (those grammars are ours)."""
 
         def refuse(message: str) -> Exception:
             return InternalError(f"{label} grammar: {message.strip().splitlines()[0] if message.strip() else message}")

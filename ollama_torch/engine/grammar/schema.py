@@ -13,7 +13,7 @@ unknown ``format``s, remote ``$ref``s...). Four adjustments live here, all torch
 
 2. *Patterns and formats made exact*: every ``pattern`` (and ``patternProperties`` key) is rewritten to a
    form llguidance's Rust regex reading cannot loosen, and ``date``/``time``/``date-time``/``hostname``
-   formats become exact patterns (see ``grammar_regex.py``).
+   formats become exact patterns (see ``grammar/regex.py``).
 
 3. *Refused although llguidance accepts it*: ``minProperties`` larger than the number of ``required``
    properties + 1. llguidance counts the keys it lets the model emit, but it cannot make additional keys
@@ -21,11 +21,11 @@ unknown ``format``s, remote ``$ref``s...). Four adjustments live here, all torch
    ``minProperties: 2`` in the grammar yet parses to one property. With at most one forced extra key the
    count after parsing is still right, so those schemas are kept. Also refused: an object with more
    optional properties before its first required one than llguidance's parser can start on
-   (``grammar_limits``).
+   (``grammar/limits``).
 
 4. *Objects closed by default*: an object schema listing ``properties`` with no word on
    ``additionalProperties`` gets ``additionalProperties: false``, as llama.cpp (Ollama's engine) reads it;
-   which ones, and why not those combined with other schemas, is ``grammar_closed``'s.
+   which ones, and why not those combined with other schemas, is ``grammar/closed``'s.
 
 Walking is conservative: the values of unknown keywords are treated as schemas too (they may be ``$ref``
 targets, e.g. OpenAPI's ``components``), and only ``enum``/``const``/``default``/``examples`` are data.
@@ -36,9 +36,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, cast
 
-from ollama_torch.engine.grammar_closed import closed_objects
-from ollama_torch.engine.grammar_limits import check_leading_optional
-from ollama_torch.engine.grammar_regex import FORMAT_PATTERNS, portable_pattern
+from ollama_torch.engine.grammar.closed import closed_objects
+from ollama_torch.engine.grammar.limits import check_leading_optional
+from ollama_torch.engine.grammar.regex import FORMAT_PATTERNS, portable_pattern
 from ollama_torch.errors import BadRequest
 
 _DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})
@@ -89,7 +89,7 @@ def _same(name: str) -> str:
 
 
 def _exact_format(node: dict[str, Any]) -> None:
-    """Replace a format llguidance checks loosely by its exact pattern (see ``grammar_regex``)."""
+    """Replace a format llguidance checks loosely by its exact pattern (see ``grammar/regex``)."""
     fmt = node.get("format")
     if not isinstance(fmt, str) or fmt not in FORMAT_PATTERNS:
         return

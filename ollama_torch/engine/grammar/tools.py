@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BadRequest
-from ..tools import FormatKind, ToolFormat
-from .grammar_format import JsonStyle, parse_format
-from .grammar_lark import WS, FreeText, Vocab, assemble, json_rule, think_prefix
+from ...errors import BadRequest
+from ...tools import FormatKind, ToolFormat
+from .format import JsonStyle, parse_format
+from .lark import WS, FreeText, Vocab, assemble, json_rule, think_prefix
 
 # Tool-call JSON: compact separators plus at most 2 spaces/newlines wherever JSON allows whitespace, so
 # `{"name": "f", "arguments": {}}` as models write it is accepted and nothing can run away.
@@ -49,7 +49,7 @@ class ToolGrammarUnavailable(Exception):
 @dataclass(frozen=True)
 class Tool:
     name: str
-    parameters: dict[str, Any]  # the enforced schema (``grammar_schema.normalise_schema``)
+    parameters: dict[str, Any]  # the enforced schema (``grammar/schema.normalise_schema``)
 
 
 def enforced_tools(tools: Sequence[dict[str, Any]]) -> list[Tool]:

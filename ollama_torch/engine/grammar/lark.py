@@ -1,12 +1,12 @@
 """One llguidance Lark grammar per request: free text, thinking blocks and JSON, composed.
 
-``format`` alone compiles straight from its JSON schema (``grammar.py``). Everything that mixes free text
+``format`` alone compiles straight from its JSON schema (``grammar/compiler.py``). Everything that mixes free text
 with constrained JSON is written here as Lark text (llguidance's dialect, ``docs/syntax.md`` in its repo):
 
 * ``format`` on a thinking model (Ollama's "structured outputs restart": the grammar applies only after the
   reasoning): an optional reasoning block, or the rest of one when the prompt already opened it, then the
   JSON value (:func:`think_then_json`);
-* tool calls (``tool_grammar.py``): free text, and once the model writes the tool-call marker, JSON limited
+* tool calls (``grammar/tools.py``): free text, and once the model writes the tool-call marker, JSON limited
   to the offered tools' names and parameter schemas.
 
 Markers (``<tool_call>``, ``</think>``, ``[TOOL_CALLS]``) are either plain text or one token of the model's
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .grammar_format import JsonStyle
+from .format import JsonStyle
 
 if TYPE_CHECKING:
     from llguidance import LLTokenizer

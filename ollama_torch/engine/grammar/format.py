@@ -1,7 +1,7 @@
 """Ollama's ``format`` field: parse it, and refuse up front any schema the grammar engine cannot enforce.
 
 This module owns the boundary between a request's ``format`` value and the grammar engine
-(llguidance, see ``grammar.py``). It imports neither torch nor transformers, so the HTTP layer can call
+(llguidance, see ``grammar/compiler.py``). It imports neither torch nor transformers, so the HTTP layer can call
 :func:`parse_format` while validating a request, before anything is queued:
 
 * absent / ``null`` / ``""`` -> ``None`` (unconstrained);
@@ -12,7 +12,7 @@ This module owns the boundary between a request's ``format`` value and the gramm
 
 Fail closed: a schema the engine cannot enforce is refused with a 400 naming the keyword, never silently
 dropped or loosened. llguidance runs in strict mode (``lenient``/``coerce_one_of`` off, forced through its
-``overrides`` so a schema's own ``x-guidance`` block cannot switch them on), and ``grammar_schema.py`` adds
+``overrides`` so a schema's own ``x-guidance`` block cannot switch them on), and ``grammar/schema.py`` adds
 the checks for what llguidance accepts but cannot fully enforce.
 
 Whitespace is bounded so that whitespace cannot keep a constrained generation going (the classic failure is
@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from llguidance import LLMatcher
 
-from ollama_torch.engine.grammar_limits import start_error
-from ollama_torch.engine.grammar_schema import find_keyword, normalise_schema, original_pattern
+from ollama_torch.engine.grammar.limits import start_error
+from ollama_torch.engine.grammar.schema import find_keyword, normalise_schema, original_pattern
 from ollama_torch.errors import BadRequest
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def bounded_whitespace(max_chars: int) -> JsonStyle:
 class FormatSpec:
     """A validated ``format``. ``schema_text`` is the client's schema as compact JSON (key order kept:
     the grammar emits properties in ``properties`` order); ``enforced_text`` is the equivalent schema the
-    grammar is built from (no-op keywords dropped, patterns and formats made exact; see ``grammar_schema``)
+    grammar is built from (no-op keywords dropped, patterns and formats made exact; see ``grammar/schema``)
     and the grammar cache key."""
 
     kind: Literal["json", "schema"]
@@ -140,7 +140,7 @@ def _validated_spec(text: str) -> FormatSpec:
 
 def build_grammar(schema_text: str, style: JsonStyle, *, validate: bool, client_text: str | None = None) -> str:
     """llguidance's grammar for an enforced schema (no tokenizer needed); with ``validate``, 400 if it
-    refuses it or cannot start it (``grammar_limits.start_error``). Without ``validate`` the caller must
+    refuses it or cannot start it (``grammar/limits.start_error``). Without ``validate`` the caller must
     check the ``LLMatcher`` it builds (``is_error``). ``client_text`` (the schema as sent) lets error
     messages quote the client's own regexes.
     """
@@ -166,7 +166,7 @@ _INVALID_PREFIXES = ("Invalid", "Expected", "schema must be", "Unsatisfiable", "
 # llguidance reads JSON with serde_json, which refuses more than 128 nested arrays/objects
 _TOO_DEEP = re.compile(r"recursion limit exceeded")
 READER_DEPTH = 128
-# parser limits met while starting the grammar (grammar_limits.start_error)
+# parser limits met while starting the grammar (grammar/limits.start_error)
 _ROW = re.compile(r"Current row has (\d+) items; max is (\d+)")
 _STEP = re.compile(r"Too many items \(limit (\d+); (\w+)\)")
 _CANNOT_START = "the grammar engine cannot start it: "

@@ -1,0 +1,123 @@
+"""``Engine``: the one object the HTTP layer calls (``engine.api.EngineAPI``).
+
+Every call is three verbs: acquire the model's runner from the ``Scheduler`` (loading it if needed, the one
+place that answers 503 when too many requests wait), run the work on the model's own thread, release the
+runner (its keep-alive starts). Routes get typed chunks and results back; runners, loaded models and
+workers stay in here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+from ..errors import InternalError, OllamaError
+from ..names import ModelName
+from ..settings import Settings
+from ..store import ModelStore, StoredModel
+from .api import Chunk, EmbedCall, EmbeddingFailed, Embeddings, GenerationCall, Rendered, RunnerStatus
+from .generation import prepare, render, stream
+from .loader import LoadedModel
+from .scheduler import Runner, Scheduler
+from .threads import in_fresh_thread
+from .worker import ModelWorker
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Engine:
+    def __init__(self, settings: Settings, store: ModelStore) -> None:
+        self.settings = settings
+        self.scheduler = Scheduler(settings, store)
+
+    # -- generation --------------------------------------------------------------------------------------
+    async def generate(self, call: GenerationCall) -> AsyncIterator[Chunk]:
+        runner, load_seconds = await self._acquire(call.model, call.keep_alive)
+        try:
+            worker = runner.generator()
+            prepared = await _on_thread(prepare, runner.model, call)
+            async for chunk in stream(worker, call, prepared, load_seconds):
+                yield chunk
+        finally:
+            self.scheduler.release(runner)
+
+    async def render(self, call: GenerationCall) -> Rendered:
+        return await self._with_runner(call.model, call.keep_alive, lambda runner: _on_thread(render, runner.model, call))
+
+    # -- embeddings ----------------------------------------------------------------------------------------
+    async def embed(self, call: EmbedCall) -> Embeddings:
+        runner, load_seconds = await self._acquire(call.model, call.keep_alive)
+        try:
+            if not call.inputs:
+                return Embeddings((), 0, load_seconds)
+            try:
+                result = await runner.embedding_worker().embed(call.inputs, truncate=call.truncate, num_ctx=call.num_ctx)
+            except OllamaError as exc:
+                raise EmbeddingFailed(exc.message, exc) from exc
+            except Exception as exc:
+                log.exception("embedding with %s failed", call.model.name)
+                raise EmbeddingFailed(str(exc).strip() or type(exc).__name__) from exc
+        finally:
+            self.scheduler.release(runner)
+        return Embeddings(tuple(tuple(v) for v in result.vectors), result.prompt_eval_count, load_seconds)
+
+    # -- residency -----------------------------------------------------------------------------------------
+    async def load(self, model: StoredModel, keep_alive: float | None) -> None:
+        runner, _ = await self._acquire(model, keep_alive)
+        self.scheduler.release(runner)
+
+    async def unload(self, model: StoredModel) -> None:
+        await self.scheduler.unload_model(model)
+
+    async def forget(self, name: ModelName) -> None:
+        await self.scheduler.forget(name)
+
+    def status(self) -> list[RunnerStatus]:
+        return [self._status(r) for r in self.scheduler.loaded_models() if r.loaded is not None]
+
+    async def close(self) -> None:
+        await self.scheduler.close()
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    async def _acquire(self, model: StoredModel, keep_alive: float | None) -> tuple[Runner, float]:
+        try:
+            return await self.scheduler.acquire(model, keep_alive)
+        except OllamaError:
+            raise
+        except Exception as exc:  # a load failure: Ollama's handleScheduleError default branch
+            log.exception("loading %s failed", model.name)
+            raise InternalError(str(exc) or type(exc).__name__) from exc
+
+    async def _with_runner(self, model: StoredModel, keep_alive: float | None, work: Callable[[Runner], Awaitable[T]]) -> T:
+        runner, _ = await self._acquire(model, keep_alive)
+        try:
+            return await work(runner)
+        finally:
+            self.scheduler.release(runner)
+
+    def _status(self, runner: Runner) -> RunnerStatus:
+        loaded, worker = runner.model, runner.worker
+        generating = isinstance(worker, ModelWorker)
+        cache = worker.cache_bytes() if isinstance(worker, ModelWorker) else 0
+        size = loaded.size_bytes + cache
+        return RunnerStatus(
+            model=runner.stored,
+            size=size,
+            size_vram=size if loaded.device.type == "cuda" else 0,
+            expires_at=runner.expires_at if math.isfinite(runner.expires_at) else math.inf,
+            context_length=self.scheduler.num_ctx_for(runner),
+            running=worker.running if isinstance(worker, ModelWorker) else 0,
+            waiting=max(0, worker.active - worker.running) if isinstance(worker, ModelWorker) else 0,
+            batch_size=worker.max_rows if worker is not None else 0,
+            kv_cache_bytes=cache if generating else 0,
+        )
+
+
+async def _on_thread(fn: Callable[[LoadedModel, GenerationCall, threading.Event], T], loaded: LoadedModel, call: GenerationCall) -> T:
+    """Prompt work on a fresh thread; cancelled (the client left) it stops at its next render."""
+    cancel = threading.Event()
+    return await in_fresh_thread(fn, loaded, call, cancel, cancel=cancel)

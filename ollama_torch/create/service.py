@@ -176,7 +176,6 @@ def _from_model(
 
 def _from_safetensors(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit, scheme: QuantScheme | None) -> ConfigV2:
     from converters.hf_check import check_architecture
-
     from converters.hf_inspect import UnsupportedModel, inspect_hf_files
 
     with _materialized(store, req.files) as model_dir:

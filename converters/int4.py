@@ -9,8 +9,10 @@ same whatever device quantized it.
 
 Loading goes through Transformers' own quantizer machinery (``register_quantizer``): Linear layers are
 replaced by ``Int4Linear`` before the weights load, which then repacks them, never re-quantizes, for
-PyTorch's int4 kernel on CPU (``aten._weight_int4pack_mm_for_cpu``, the kernel gpt-fast and torchao use;
-bfloat16 activations). On other devices the weight is dequantized per forward.
+PyTorch's int4 kernels (bfloat16 activations): ``aten._weight_int4pack_mm_for_cpu`` on CPU, and on CUDA
+``aten._weight_int4pack_mm`` (tinygemm, the kernel gpt-fast and torchao use), which needs the input width
+to be a multiple of 128 and groups of 32..256 columns. Anywhere else (another device, a layer whose shape
+the CUDA kernel does not take) the weight is dequantized per forward.
 """
 
 from __future__ import annotations
@@ -63,27 +65,40 @@ class Int4Linear(nn.Module):
         self.scales = nn.Parameter(torch.empty(out_features, in_features // group_size, dtype=torch.float16), requires_grad=False)
         self.mins = nn.Parameter(torch.empty(out_features, in_features // group_size, dtype=torch.float16), requires_grad=False)
         self.bias = nn.Parameter(torch.empty(out_features), requires_grad=False) if bias else None
-        self.packed_for_cpu = False
+        self.packed_for = ""  # "cpu" / "cuda" once repacked for that device's kernel
+
+    @property
+    def packed_for_cpu(self) -> bool:
+        return self.packed_for == "cpu"
 
     def prepare(self) -> None:
-        """On CPU, repack for ``_weight_int4pack_mm_for_cpu``: the packed codes replace ``qweight`` and one
-        bfloat16 [in/g, out, 2] scale-and-zero tensor replaces ``scales`` and ``mins`` (the kernel computes
-        ``(q - 8) * scale + zero``, so ``zero = min + 8 * scale``)."""
-        if self.packed_for_cpu or self.qweight.device.type != "cpu" or not _has_cpu_kernel():
+        """Repack for the device's int4 kernel: the packed codes replace ``qweight`` and one bfloat16
+        [in/g, out, 2] scale-and-zero tensor replaces ``scales`` and ``mins`` (both kernels compute
+        ``(q - 8) * scale + zero``, so ``zero = min + 8 * scale``). The CPU kernel takes the codes as int32
+        [out, in]; CUDA's takes them two per byte, the even column in the high nibble."""
+        device = self.qweight.device.type
+        if self.packed_for or not _has_kernel(device, self.in_features, self.out_features, self.group_size):
             return
-        codes = unpack(self.qweight.data).to(torch.int32)
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+        codes = unpack(self.qweight.data)  # [out, in] uint8, 0..15
+        if device == "cpu":
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
+        else:
+            pairs = ((codes[:, 0::2] << 4) | codes[:, 1::2]).contiguous()  # [out, in/2]
+            packed = torch.ops.aten._convert_weight_to_int4pack(pairs, CUDA_INNER_K_TILES)
         scale, low = self.scales.data.float(), self.mins.data.float()
         scale_zero = torch.stack([scale.t(), (low + 8 * scale).t()], dim=-1).to(torch.bfloat16).contiguous()
         self.qweight = nn.Parameter(packed, requires_grad=False)
         self.scales = nn.Parameter(scale_zero, requires_grad=False)
-        self.mins = nn.Parameter(torch.empty(0, dtype=torch.float16), requires_grad=False)
-        self.packed_for_cpu = True
+        self.mins = nn.Parameter(torch.empty(0, dtype=torch.float16, device=packed.device), requires_grad=False)
+        self.packed_for = device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed_for_cpu:
+        if self.packed_for:
             flat = x.reshape(-1, self.in_features).to(torch.bfloat16)  # flat: [N, in]
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.qweight, self.group_size, self.scales)
+            if self.packed_for == "cpu":
+                out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.qweight, self.group_size, self.scales)
+            else:
+                out = torch.ops.aten._weight_int4pack_mm(flat, self.qweight, self.group_size, self.scales)
             out = out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)  # out: [..., out]
             return out + self.bias.to(x.dtype) if self.bias is not None else out
         w = dequantize(self.qweight, self.scales, self.mins, x.dtype)
@@ -93,8 +108,17 @@ class Int4Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"
 
 
-def _has_cpu_kernel() -> bool:
-    return hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and hasattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
+CUDA_INNER_K_TILES = 8  # tinygemm's tiling: the input width must be a multiple of 16 * this
+
+
+def _has_kernel(device: str, in_features: int, out_features: int, group_size: int) -> bool:
+    """Whether PyTorch has an int4 kernel for ``device`` that takes this layer."""
+    if device == "cpu":
+        return hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and hasattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
+    if device == "cuda":
+        return (hasattr(torch.ops.aten, "_weight_int4pack_mm") and in_features % (16 * CUDA_INNER_K_TILES) == 0
+                and out_features % 8 == 0 and group_size in (32, 64, 128, 256))
+    return False
 
 
 # -- Transformers integration ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ columns, so no per-step concatenation copies the history (as ``DynamicCache`` do
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,22 +64,31 @@ class _Step:
 
 
 class BatchKVCache(Cache):
-    def __init__(self, num_layers: int, max_rows: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device, capacity: int = 256) -> None:
+    """``device`` holds the step's small tensors (positions, masks); each layer's buffers live on that
+    layer's device (``layer_devices``, for a model spread over GPUs by an accelerate device map)."""
+
+    def __init__(
+        self, num_layers: int, max_rows: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
+        capacity: int = 256, layer_devices: Sequence[torch.device] | None = None,
+    ) -> None:
         super().__init__(layers=[_Layer(self, i) for i in range(num_layers)])
         self.max_rows = max_rows
         self.shape = (kv_heads, head_dim)
         self.dtype, self.device = dtype, device
+        self.layer_devices = list(layer_devices) if layer_devices is not None else [device] * num_layers
+        if len(self.layer_devices) != num_layers:
+            raise ValueError(f"`layer_devices` must name {num_layers} devices, got {len(self.layer_devices)}")
         self.capacity = max(capacity, 2 * LEFT_MARGIN)
-        self.keys = [self._alloc(self.capacity) for _ in range(num_layers)]
-        self.values = [self._alloc(self.capacity) for _ in range(num_layers)]
+        self.keys = [self._alloc(self.capacity, d) for d in self.layer_devices]
+        self.values = [self._alloc(self.capacity, d) for d in self.layer_devices]
         self.rows = 0
         self.length = LEFT_MARGIN  # columns in use; data ends at length - 1
         self.starts: list[int] = []  # per active row: first column of its tokens
         self.attend_from = LEFT_MARGIN
         self._step: _Step | None = None
 
-    def _alloc(self, capacity: int) -> torch.Tensor:
-        return torch.zeros((self.max_rows, self.shape[0], capacity, self.shape[1]), dtype=self.dtype, device=self.device)
+    def _alloc(self, capacity: int, device: torch.device) -> torch.Tensor:
+        return torch.zeros((self.max_rows, self.shape[0], capacity, self.shape[1]), dtype=self.dtype, device=device)
 
     # -- geometry ------------------------------------------------------------------------------------
     def bytes(self) -> int:
@@ -93,7 +103,7 @@ class BatchKVCache(Cache):
         used = min(self.length, self.capacity)
         for store in (self.keys, self.values):
             for i, old in enumerate(store):
-                new = self._alloc(new_cap)
+                new = self._alloc(new_cap, old.device)
                 new[:, :, :used].copy_(old[:, :, :used])
                 store[i] = new
         self.capacity = new_cap
@@ -229,8 +239,9 @@ class BatchKVCache(Cache):
             k_buf[rows, :, cols] = key_states
             v_buf[rows, :, cols] = value_states
         else:
-            k_buf[rows, :, cols] = torch.where(step.valid, key_states, k_buf[rows, :, cols])
-            v_buf[rows, :, cols] = torch.where(step.valid, value_states, v_buf[rows, :, cols])
+            valid = step.valid if step.valid.device == k_buf.device else step.valid.to(k_buf.device, non_blocking=True)
+            k_buf[rows, :, cols] = torch.where(valid, key_states, k_buf[rows, :, cols])
+            v_buf[rows, :, cols] = torch.where(valid, value_states, v_buf[rows, :, cols])
         live = slice(self.attend_from, step.write_to)
         return k_buf[rows, :, live], v_buf[rows, :, live]
 

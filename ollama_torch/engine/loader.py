@@ -89,7 +89,16 @@ class LoadedModel:
         heads = cfg.num_attention_heads
         kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-        return BatchKVCache(cfg.num_hidden_layers, max_rows, kv_heads, head_dim, self.dtype, self.device)
+        layers = cfg.num_hidden_layers
+        return BatchKVCache(layers, max_rows, kv_heads, head_dim, self.dtype, self.device,
+                            layer_devices=layer_devices(self.model, layers, self.device))
+
+    @property
+    def logits_device(self) -> torch.device:
+        """Where the logits come out: the output head's device (the last GPU of a device map)."""
+        head = self.model.get_output_embeddings()
+        weight = getattr(head, "weight", None)
+        return weight.device if isinstance(weight, torch.Tensor) and weight.device.type != "meta" else self.device
 
     @property
     def logits_width(self) -> int:
@@ -128,6 +137,19 @@ def model_directory(stored: StoredModel, store: ModelStore) -> tuple[Path, Calla
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(stored.blob_path(layer))
     return directory, lambda: shutil.rmtree(directory, ignore_errors=True)
+
+
+def layer_devices(model: Any, num_layers: int, default: torch.device) -> list[torch.device]:
+    """The device of each decoder layer's attention (Transformers' attention modules carry ``layer_idx``),
+    so each layer's KV cache sits where its keys are computed; ``default`` for any not found."""
+    found: dict[int, torch.device] = {}
+    for module in model.modules():
+        idx = getattr(module, "layer_idx", None)
+        if isinstance(idx, int) and 0 <= idx < num_layers and idx not in found:
+            param = next(module.parameters(recurse=True), None)
+            if param is not None and param.device.type != "meta":
+                found[idx] = param.device
+    return [found.get(i, default) for i in range(num_layers)]
 
 
 def _batchable(config: Any) -> bool:

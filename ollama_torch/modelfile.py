@@ -334,12 +334,25 @@ def files_for_model(directory: Path) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-def _local_files(path: Path) -> list[Path]:
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def files_for_adapter(directory: Path) -> list[Path]:
+    """The files of a PEFT adapter directory that ``ADAPTER <dir>`` uploads (its config and Safetensors
+    weights; a tokenizer or training state saved beside them is not part of the adapter)."""
+    files = [directory / name for name in ADAPTER_FILES if (directory / name).is_file()]
+    if len(files) < len(ADAPTER_FILES):
+        missing = [name for name in ADAPTER_FILES if not (directory / name).is_file()]
+        raise ModelfileError(f"{directory} is not a PEFT adapter directory: no {', '.join(missing)}")
+    return files
+
+
+def _local_files(path: Path, adapter: bool = False) -> list[Path]:
     """The files a local FROM/ADAPTER path stands for; ``FileNotFoundError`` when it does not exist."""
     if path.is_dir():
         # Unlike Ollama we follow symlinks out of the directory (a Hugging Face cache snapshot links
         # into ../../blobs) and name each file by its path inside the directory.
-        return files_for_model(path)
+        return files_for_adapter(path) if adapter else files_for_model(path)
     if not path.exists():
         raise FileNotFoundError(path)
     return [path]
@@ -386,14 +399,15 @@ def to_create_request(
         if name in ("model", "adapter", "draft"):
             path = expand_path(args, base)
             try:
-                files = _local_files(path)
+                files = _local_files(path, adapter=name == "adapter")
             except FileNotFoundError:
                 if name != "model":
                     raise ModelfileError(f"stat {path}: no such file or directory") from None
                 request["from"] = args
                 continue
             if name == "adapter":
-                groups["adapters"] = files  # the last ADAPTER wins, as in Ollama
+                # ADAPTER lines stack (applied together); Ollama keeps only the last one
+                groups["adapters"].extend(f for f in files if f not in groups["adapters"])
             else:
                 other = groups["draft_files" if name == "model" else "files"]
                 if any(f.resolve() == g.resolve() for f in files for g in other):

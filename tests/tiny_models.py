@@ -146,16 +146,17 @@ def _new_model(auto: Any, cfg: dict[str, Any]) -> Any:
     return auto.from_config(config, dtype=torch.float32).eval()
 
 
-def build_tiny_llama(directory: Path, add_bos: bool = False) -> Path:
+def build_tiny_llama(directory: Path, add_bos: bool = False, config: str = "tiny-llama") -> Path:
     """A 2-layer ``LlamaForCausalLM`` with a ChatML tokenizer in ``directory`` (created); returns it.
 
-    ``add_bos``: see ``chat_tokenizer``.
+    ``add_bos``: see ``chat_tokenizer``. ``config`` names another causal LM of ``configs/`` with the same
+    vocabulary (``tiny-qwen2``, ``tiny-gpt2``), built the same way.
     """
     from transformers import AutoModelForCausalLM
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    cfg = load_config("tiny-llama")
+    cfg = load_config(config)
     tokenizer = chat_tokenizer(cfg["vocab_size"], add_bos=add_bos)
     _check_ids(tokenizer, cfg)
     _save_model(_new_model(AutoModelForCausalLM, cfg), directory)

@@ -86,8 +86,6 @@ def create_model(
     """Create ``req.name``, reporting progress through ``emit``. Raises ``OllamaError``s."""
     req.validate()
     scheme = parse_scheme(req.quantize)
-    if req.adapters:
-        raise NotImplementedYet("adapters are not supported yet; create the model without 'adapters'")
     if req.template:
         _check_template(req.template)
     parameters = _check_parameters(req.parameters)
@@ -122,6 +120,8 @@ def _create(
             config = _from_gguf(store, req, layers, emit, scheme)
     if scheme is not None:
         layers.items, config = quantize_layers(store, layers.items, config, scheme, emit, layers.pins)
+    if req.adapters:
+        _add_adapters(store, req.adapters, layers, emit)
 
     if req.template:
         layers.remove(MediaType.TEMPLATE, MediaType.PROMPT)
@@ -257,6 +257,64 @@ def _check_gguf_architecture(architecture: str) -> None:
 def _is_gguf_blob(store: ModelStore, digest: str) -> bool:
     with store.blobs.open(digest) as f:
         return f.read(4) == b"GGUF"
+
+
+# -- adapters -----------------------------------------------------------------------------------------
+def _add_adapters(store: ModelStore, files: dict[str, str], layers: _Layers, emit: Emit) -> None:
+    """Check each uploaded LoRA adapter against the base being built and add it as ``adapter`` layers named
+    ``adapters/<id>/<file>`` (several ADAPTER lines stack). A unit is a directory of the ``adapters`` map:
+    its ``adapter_config.json`` + ``adapter_model.safetensors`` (PEFT's format)."""
+    from converters.lora import CONFIG, WEIGHTS, UnsupportedAdapter, check_against_base, read_adapter
+
+    layers.pins.add(*files.values())
+    units: dict[str, dict[str, str]] = {}
+    for path, digest in files.items():
+        if not store.blobs.exists(digest):
+            raise BadRequest(f'file "{path}" has no blob: upload {digest} to /api/blobs first')
+        unit, _, name = path.rpartition("/")
+        units.setdefault(unit, {})[name] = digest
+    existing = {layer.name for layer in layers.of_type(MediaType.ADAPTER)}
+    with _base_config(store, layers) as base_dir:
+        for unit, unit_files in sorted(units.items()):
+            label = unit or "the adapter"
+            if any(name.endswith(".gguf") for name in unit_files) or _is_gguf_blob(store, next(iter(unit_files.values()))):
+                raise NotImplementedYet("GGUF LoRA adapters are not supported yet: create the model from the PEFT "
+                                        "adapter directory (adapter_config.json + adapter_model.safetensors)")
+            wanted = {name: unit_files[name] for name in (CONFIG, WEIGHTS) if name in unit_files}
+            with _materialized(store, wanted) as adapter_dir:
+                try:
+                    check_against_base(read_adapter(adapter_dir), base_dir)
+                except UnsupportedAdapter as exc:
+                    raise BadRequest(f"{label}: {exc}") from None
+            adapter_id = wanted[WEIGHTS].removeprefix("sha256:")[:12]
+            emit({"status": f"adding adapter {adapter_id}"})
+            for name, digest in wanted.items():
+                layer = Layer(MediaType.ADAPTER, digest, store.blobs.size(digest), name=f"adapters/{adapter_id}/{name}")
+                if layer.name not in existing:
+                    layers.existing(layer)
+
+
+class _base_config:
+    """A directory holding the config.json of the base the manifest being built runs (for the adapter
+    checks): the Safetensors layers' own, or the GGUF's conversion."""
+
+    def __init__(self, store: ModelStore, layers: _Layers) -> None:
+        self.store, self.layers = store, layers
+        self.inner: _materialized | None = None
+
+    def __enter__(self) -> Path:
+        gguf = self.layers.of_type(MediaType.MODEL)
+        if gguf:
+            return ensure_gguf_converted(self.store, gguf[0].digest)
+        config = [layer for layer in self.layers.of_type(MediaType.JSON) if layer.name == "config.json"]
+        if not config:
+            raise BadRequest("adapters need a base model: the model has no weights to apply them to")
+        self.inner = _materialized(self.store, {"config.json": config[0].digest})
+        return self.inner.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.inner is not None:
+            self.inner.__exit__(*exc)
 
 
 # -- checks ---------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import torch
 
 from ..errors import BadRequest, InternalError
 from .loader import LoadedModel
+from .lora import AdapterRef, routed
 from .options import MIN_NUM_CTX
 from .pooling import SentencePipeline, read_pipeline
 from .threads import OnDemandThread
@@ -67,6 +68,7 @@ class _Job:
     truncate: bool
     num_ctx: int | None
     future: Future[EmbedResult]
+    adapters: tuple[AdapterRef, ...] = ()  # a base+adapter model's LoRA adapters, applied to every input
 
 
 def is_decoder(config: Any) -> bool:
@@ -177,21 +179,25 @@ class Embedder:
         (``num_ctx`` None or ``<= 0``: the model's maximum, as Ollama's handler)."""
         return min(num_ctx, self.max_length) if num_ctx is not None and num_ctx > 0 else self.max_length
 
-    def submit(self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int | None = None) -> Future[EmbedResult]:
+    def submit(
+        self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int | None = None, adapters: tuple[AdapterRef, ...] = ()
+    ) -> Future[EmbedResult]:
         future: Future[EmbedResult] = Future()
         if not texts:
             future.set_result(EmbedResult([], 0))
             return future
         if self._closed:
             raise InternalError("the embedding model was unloaded")
-        self._queue.put(_Job(list(texts), truncate, num_ctx, future))
+        self._queue.put(_Job(list(texts), truncate, num_ctx, future, adapters))
         self._thread.wake()
         return future
 
-    async def embed(self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int | None = None) -> EmbedResult:
+    async def embed(
+        self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int | None = None, adapters: tuple[AdapterRef, ...] = ()
+    ) -> EmbedResult:
         """Embed ``texts`` in one batch with whatever else is waiting. Cancelling the awaiting task drops
         the request if the thread has not started on it yet."""
-        return await asyncio.wrap_future(self.submit(texts, truncate=truncate, num_ctx=num_ctx))
+        return await asyncio.wrap_future(self.submit(texts, truncate=truncate, num_ctx=num_ctx, adapters=adapters))
 
     def embed_sync(self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int | None = None) -> EmbedResult:
         return self.submit(texts, truncate=truncate, num_ctx=num_ctx).result()
@@ -242,8 +248,16 @@ class Embedder:
         if not ready:
             return
         sequences = [ids for _, job_ids in ready for ids in job_ids]
+        adapter_sets = [tuple(a.key for a in job.adapters) for job, job_ids in ready for _ in job_ids]
+        refs = [ref for job, _ in ready for ref in job.adapters]
         try:
-            vectors = self._encode(sequences).tolist()
+            if refs:
+                self.loaded.adapters().acquire(refs)
+            try:
+                vectors = self._encode(sequences, adapter_sets).tolist()
+            finally:
+                if refs:
+                    self.loaded.adapters().release(refs)
         except Exception as exc:
             log.exception("embedding forward failed")
             for job, _ in ready:
@@ -274,12 +288,15 @@ class Embedder:
             raise BadRequest(EMPTY_INPUT)
         return ids
 
-    def _encode(self, sequences: list[list[int]]) -> torch.Tensor:
-        """Token id lists -> sentence vectors ``[N, D]`` (float32, CPU), in input order."""
+    def _encode(self, sequences: list[list[int]], adapter_sets: list[tuple[str, ...]] | None = None) -> torch.Tensor:
+        """Token id lists -> sentence vectors ``[N, D]`` (float32, CPU), in input order; ``adapter_sets[i]``
+        are the LoRA adapters sequence i runs with."""
         out: torch.Tensor | None = None
         lengths = [len(s) for s in sequences]
+        sets = adapter_sets or [()] * len(sequences)
         for chunk in plan_chunks(lengths, max_batch_size=self.max_batch_size, max_batch_tokens=self.max_batch_tokens):
-            vectors = self._forward([sequences[i] for i in chunk]).cpu()
+            with routed([sets[i] for i in chunk], self.device):
+                vectors = self._forward([sequences[i] for i in chunk]).cpu()
             if out is None:
                 out = torch.empty(len(sequences), vectors.shape[-1], dtype=torch.float32)
             out[torch.tensor(chunk)] = vectors

@@ -8,6 +8,7 @@ workers stay in here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -21,6 +22,7 @@ from ..store import ModelStore, StoredModel
 from .api import Chunk, EmbedCall, EmbeddingFailed, Embeddings, GenerationCall, Rendered, RunnerStatus
 from .generation import prepare, render, stream
 from .loader import LoadedModel
+from .lora import AdapterRef, adapter_refs
 from .scheduler import Runner, Scheduler
 from .threads import in_fresh_thread
 from .worker import ModelWorker
@@ -39,8 +41,9 @@ class Engine:
         runner, load_seconds = await self._acquire(call.model, call.keep_alive)
         try:
             worker = runner.generator()
+            adapters = await self._adapters(call.model)
             prepared = await _on_thread(prepare, runner.model, call)
-            async for chunk in stream(worker, call, prepared, load_seconds):
+            async for chunk in stream(worker, call, prepared, load_seconds, adapters):
                 yield chunk
         finally:
             self.scheduler.release(runner)
@@ -55,7 +58,8 @@ class Engine:
             if not call.inputs:
                 return Embeddings((), 0, load_seconds)
             try:
-                result = await runner.embedding_worker().embed(call.inputs, truncate=call.truncate, num_ctx=call.num_ctx)
+                adapters = await self._adapters(call.model)
+                result = await runner.embedding_worker().embed(call.inputs, truncate=call.truncate, num_ctx=call.num_ctx, adapters=adapters)
             except OllamaError as exc:
                 raise EmbeddingFailed(exc.message, exc) from exc
             except Exception as exc:
@@ -98,6 +102,12 @@ class Engine:
             return await work(runner)
         finally:
             self.scheduler.release(runner)
+
+    async def _adapters(self, model: StoredModel) -> tuple[AdapterRef, ...]:
+        """The model's LoRA adapters as directories the engine loads (made once, off the event loop)."""
+        if not model.adapters:
+            return ()
+        return await asyncio.to_thread(adapter_refs, self.scheduler.store, model)
 
     def _status(self, runner: Runner) -> RunnerStatus:
         loaded, worker = runner.model, runner.worker

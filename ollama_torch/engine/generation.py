@@ -40,6 +40,7 @@ from .api import (
 )
 from .grammar.compiler import GrammarState
 from .loader import LoadedModel
+from .lora import AdapterRef
 from .prompt import BuiltPrompt, build_prompt
 from .requests import DoneEvent, ErrorEvent, Event, GenerationRequest, TextEvent
 from .shaping import ResponsePlan, ResponseShaper, Shaped, plan_response
@@ -142,7 +143,9 @@ def _grammar(loaded: LoadedModel, plan: ResponsePlan, call: GenerationCall) -> G
 
 
 # -- the stream ---------------------------------------------------------------------------------------------
-async def stream(worker: ModelWorker, call: GenerationCall, prepared: Prepared, load_seconds: float) -> AsyncIterator[Chunk]:
+async def stream(
+    worker: ModelWorker, call: GenerationCall, prepared: Prepared, load_seconds: float, adapters: tuple[AdapterRef, ...] = ()
+) -> AsyncIterator[Chunk]:
     """Submit the prepared request to the worker and yield its output as typed chunks, ending with
     :class:`Done`. Leaving early (the client went away) frees its batch row at the next step."""
     loop = asyncio.get_running_loop()
@@ -159,6 +162,7 @@ async def stream(worker: ModelWorker, call: GenerationCall, prepared: Prepared, 
         model_inputs=prepared.model_inputs,
         logprobs=call.logprobs,
         top_logprobs=call.top_logprobs if call.logprobs else 0,
+        adapters=adapters,
     )
     shaper = _Chunker(ResponseShaper.from_plan(prepared.plan))
     worker.submit(req)

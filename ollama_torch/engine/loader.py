@@ -22,6 +22,7 @@ from ..settings import Settings
 from ..store import ModelStore, StoredModel
 from .cache import BatchKVCache
 from .grammar.compiler import GrammarCompiler
+from .lora import AdapterRegistry
 from .quantized import prepare_for_cpu, resident_bytes, stored_dtype
 
 log = logging.getLogger(__name__)
@@ -70,11 +71,19 @@ class LoadedModel:
     cleanup: Callable[[], None] = field(default=lambda: None, repr=False)
     _grammar: GrammarCompiler | None = field(default=None, repr=False)
     _grammar_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _adapters: AdapterRegistry | None = field(default=None, repr=False)
 
     @functools.cached_property
     def fim(self) -> tuple[str, str, str] | None:
         """The fill-in-the-middle tokens (prefix, suffix, middle) of the model's vocabulary, if it has them."""
         return fim_tokens_of(set(self.tokenizer.get_vocab()))
+
+    def adapters(self) -> AdapterRegistry:
+        """The LoRA adapters loaded on these weights (made on first use; shared by the model's threads)."""
+        with self._grammar_lock:
+            if self._adapters is None:
+                self._adapters = AdapterRegistry(self.model, self.device)
+            return self._adapters
 
     def grammar_compiler(self) -> GrammarCompiler:
         """The model's structured-output compiler, built on first use (wrapping the tokenizer takes ~0.5 s);

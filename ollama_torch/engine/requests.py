@@ -13,6 +13,7 @@ from .options import GenerationOptions
 
 if TYPE_CHECKING:
     from .grammar.compiler import GrammarState
+    from .lora import AdapterRef
 
 
 @dataclass
@@ -50,5 +51,6 @@ class GenerationRequest:
     model_inputs: dict[str, Any] = field(default_factory=dict)  # e.g. pixel_values for vision prompts
     logprobs: bool = False
     top_logprobs: int = 0  # alternatives per token (0..20), with ``logprobs``
+    adapters: tuple[AdapterRef, ...] = ()  # LoRA adapters on the base weights, applied together
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted_at: float = field(default_factory=time.perf_counter)

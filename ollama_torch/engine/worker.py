@@ -27,6 +27,7 @@ from .api import TokenLogprob
 from .cache import BatchKVCache
 from .loader import LoadedModel
 from .logprobs import TokenBytes, batch_logprobs, entry_from_row
+from .lora import routed
 from .prefix_cache import PrefixCache
 from .requests import DoneEvent, ErrorEvent, GenerationRequest, TextEvent
 from .sampling import BatchSampler, RowSampling
@@ -53,6 +54,7 @@ class _Seq:
     solo_cache: Any = None
     resumed: bool = False  # re-prefilled after a context shift
     cached_tokens: int = 0  # prompt tokens the prefix cache served at admission
+    adapter_keys: tuple[str, ...] = ()  # the LoRA adapters this request's rows run with
     done: bool = False
     logprobs: list[TokenLogprob] = field(default_factory=list)  # entries of tokens whose text is not out yet
 
@@ -137,14 +139,18 @@ class ModelWorker:
 
     def _new_seq(self, req: GenerationRequest) -> _Seq:
         tok = self.loaded.tokenizer
-        return _Seq(
+        seq = _Seq(
             req=req,
             sampling=RowSampling.of(req.options),
             detok=Detokenizer(tok, req.prompt_ids),
             stops=StopMatcher(req.options.stop),
             tokens=list(req.prompt_ids),
             n_prompt=len(req.prompt_ids),
+            adapter_keys=tuple(a.key for a in req.adapters),
         )
+        if req.adapters:  # loaded here, between forwards, by the thread that runs the model; released in _release
+            self.loaded.adapters().acquire(req.adapters)
+        return seq
 
     def step(self) -> None:
         for seq in [s for s in self.rows if s.req.cancelled.is_set()]:
@@ -192,7 +198,8 @@ class ModelWorker:
         ids = torch.tensor([[pad] * (q - n) + s.tokens[len(s.tokens) - n :] for s, n in zip(group, qlens, strict=True)])
         positions, mask, cache_position = cache.begin_prefill(row0, qlens)
         try:
-            out = self.loaded.model(
+            out = self._forward(
+                group,
                 input_ids=ids.to(self.loaded.device),
                 position_ids=positions,
                 attention_mask=mask,
@@ -217,7 +224,7 @@ class ModelWorker:
         started = time.perf_counter()
         seq.solo_cache = DynamicCache(config=self.loaded.model.config)
         ids = torch.tensor([seq.tokens], device=self.loaded.device)
-        out = self.loaded.model(input_ids=ids, past_key_values=seq.solo_cache, use_cache=True, logits_to_keep=1, **seq.req.model_inputs)
+        out = self._forward([seq], input_ids=ids, past_key_values=seq.solo_cache, use_cache=True, logits_to_keep=1, **seq.req.model_inputs)
         seq.prompt_evaluated += len(seq.tokens)
         seq.prefill_seconds += time.perf_counter() - started
         seq.decode_started = time.perf_counter()
@@ -232,7 +239,7 @@ class ModelWorker:
             started = time.perf_counter()
             seq = self.rows[0]
             ids = torch.tensor([[seq.tokens[-1]]], device=self.loaded.device)
-            out = self.loaded.model(input_ids=ids, past_key_values=seq.solo_cache, use_cache=True)
+            out = self._forward([seq], input_ids=ids, past_key_values=seq.solo_cache, use_cache=True)
             self._sample_and_advance([seq], out.logits[:, -1, :].float())
             self.threads.record(time.perf_counter() - started, 1)
             return
@@ -242,7 +249,8 @@ class ModelWorker:
         positions, mask, cache_position = cache.begin_decode()
         ids = torch.tensor([[s.tokens[-1]] for s in self.rows], device=self.loaded.device)
         try:
-            out = self.loaded.model(
+            out = self._forward(
+                self.rows,
                 input_ids=ids,
                 position_ids=positions,
                 attention_mask=mask,
@@ -254,6 +262,14 @@ class ModelWorker:
             cache.end_step(advance=True)
         self._sample_and_advance(list(self.rows), out.logits[:, -1, :].float())
         self.threads.record(time.perf_counter() - started, batch)
+
+    def _forward(self, seqs: list[_Seq], **inputs: Any) -> Any:
+        """One forward of the model over ``seqs`` (batch position i is ``seqs[i]``), each row with its own
+        LoRA adapters."""
+        if not any(s.adapter_keys for s in seqs):
+            return self.loaded.model(**inputs)
+        with routed([s.adapter_keys for s in seqs], self.loaded.device):
+            return self.loaded.model(**inputs)
 
     # -- sampling and bookkeeping ------------------------------------------------------------------------------
     def _sample_and_advance(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
@@ -384,6 +400,8 @@ class ModelWorker:
         self._release(seq)
 
     def _release(self, seq: _Seq) -> None:
+        if seq.req.adapters:
+            self.loaded.adapters().release(seq.req.adapters)
         self._release_request()
 
     def _release_request(self) -> None:
@@ -421,11 +439,11 @@ class ModelWorker:
     def _lookup_prefix(self, seq: _Seq) -> tuple[int, list[torch.Tensor], list[torch.Tensor]] | None:
         if self.prefix_cache is None or seq.req.model_inputs:
             return None
-        return self.prefix_cache.lookup(seq.tokens)
+        return self.prefix_cache.lookup(seq.tokens, seq.adapter_keys)
 
     def _remember_prefix(self, seq: _Seq) -> None:
         if self.prefix_cache is None or self.cache is None or seq.row < 0 or seq.req.model_inputs:
             return
         keys, values = self.cache.extract(seq.row)
         n = keys[0].shape[-2]
-        self.prefix_cache.store(seq.tokens[:n], keys, values)
+        self.prefix_cache.store(seq.tokens[:n], keys, values, seq.adapter_keys)

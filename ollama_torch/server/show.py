@@ -39,6 +39,8 @@ def details(model: StoredModel) -> dict[str, Any]:
         "parameter_size": cfg.model_type,
         "quantization_level": cfg.file_type,
     }
+    if model.adapters:  # ollama-torch: the LoRA adapters applied on the weights (Ollama shows them only as ADAPTER)
+        out["adapters"] = [a.id for a in model.adapters]
     return out
 
 
@@ -109,6 +111,8 @@ def modelfile(model: StoredModel, params: dict[str, Any], system: str | None) ->
         commands.append(Command("model", str(model.blob_path(model.gguf_layer))))
     else:
         commands.append(Command("model", model.name.display_shortest))
+    for adapter in model.adapters:  # one line per adapter: its weights' blob (the config blob sits beside it)
+        commands.append(Command("adapter", str(model.blob_path(adapter.files["adapter_model.safetensors"]))))
     if model.template is not None:
         commands.append(Command("template", model.template))
     if system:

@@ -5,7 +5,7 @@ Imports neither torch nor aiohttp, so the CLI and the HTTP layer can use it free
 
 from .blobs import BlobStore, BlobWriter, parse_digest
 from .manifest import ConfigV2, Layer, Manifest, MediaType
-from .model import StoredModel
+from .model import StoredAdapter, StoredModel
 from .store import BlobPins, ListedModel, ModelStore
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Manifest",
     "MediaType",
     "ModelStore",
+    "StoredAdapter",
     "StoredModel",
     "parse_digest",
 ]

@@ -16,6 +16,20 @@ from .blobs import blob_file
 from .manifest import ConfigV2, Layer, Manifest, MediaType
 
 HF_FILE_TYPES = (MediaType.TENSOR, MediaType.JSON, MediaType.FILE)
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+@dataclass(frozen=True)
+class StoredAdapter:
+    """One LoRA adapter of a model: its files (``adapter_config.json``, ``adapter_model.safetensors``) as
+    layers, stored under ``adapters/<id>/`` names. Its key is the weights' digest."""
+
+    id: str
+    files: dict[str, Layer]
+
+    @property
+    def key(self) -> str:
+        return self.files[ADAPTER_WEIGHTS].digest
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,16 @@ class StoredModel:
             if layer.media_type in (MediaType.MODEL, MediaType.TENSOR) and layer.from_:
                 return layer.from_
         return ""
+
+    @property
+    def adapters(self) -> tuple[StoredAdapter, ...]:
+        """The LoRA adapters applied on top of the weights, in the order they were added."""
+        groups: dict[str, dict[str, Layer]] = {}
+        for layer in self.manifest.layers:
+            if layer.media_type == MediaType.ADAPTER and layer.name.startswith("adapters/"):
+                _, adapter_id, file = layer.name.split("/", 2)
+                groups.setdefault(adapter_id, {})[file] = layer
+        return tuple(StoredAdapter(i, files) for i, files in groups.items() if ADAPTER_WEIGHTS in files)
 
     def blob_path(self, layer: Layer) -> Path:
         return blob_file(self.blobs, layer.digest)

@@ -492,3 +492,18 @@ def test_minilm_directory(minilm_dir: Path) -> None:
         "modules.json",
         "1_Pooling/config.json",
     } <= names
+
+
+def test_adapter_lines_stack(tmp_path: Path) -> None:
+    """Several ADAPTER directories are all sent (Ollama keeps only the last): each under its own name."""
+    _write(tmp_path, {
+        "lora-a/adapter_config.json": b"{}", "lora-a/adapter_model.safetensors": b"A",
+        "lora-b/adapter_config.json": b"{ }", "lora-b/adapter_model.safetensors": b"B",
+    })
+    mf = parse_modelfile("FROM base\nADAPTER ./lora-a\nADAPTER ./lora-b\n")
+    request, uploads = to_create_request(mf, tmp_path)
+    assert request["adapters"] == {
+        "lora-a/adapter_config.json": _digest(b"{}"), "lora-a/adapter_model.safetensors": _digest(b"A"),
+        "lora-b/adapter_config.json": _digest(b"{ }"), "lora-b/adapter_model.safetensors": _digest(b"B"),
+    }
+    assert len(uploads) == 4

@@ -25,6 +25,7 @@ SECTIONS = [
     ("schema", "JSON-schema engine: coverage, compile and mask times", "schema_suite.py"),
     ("embed", "Embeddings vs sentence-transformers", "embed_bench.py"),
     ("quant", "Quantization: memory, quality and speed", "quant_bench.py"),
+    ("adapters", "LoRA adapters: mixed batches and first use", "adapter_bench.py"),
 ]
 
 

@@ -151,6 +151,7 @@ class Settings:
     load_timeout: float = 300.0
     device: str = ""  # OLLAMA_TORCH_DEVICE: "cuda", "cuda:1", "cpu"; "" = CUDA when present
     dtype: str = ""  # OLLAMA_TORCH_DTYPE: "float32", "bfloat16", "float16"; "" = device default
+    prefill_chunk: int = 0  # OLLAMA_TORCH_PREFILL_CHUNK: prompt tokens per step while others decode; 0 = adaptive
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -189,6 +190,7 @@ class Settings:
             load_timeout=load_timeout,
             device=_var(env, "OLLAMA_TORCH_DEVICE"),
             dtype=_var(env, "OLLAMA_TORCH_DTYPE"),
+            prefill_chunk=max(0, _int(env, "OLLAMA_TORCH_PREFILL_CHUNK", 0)),
         )
 
     @property

@@ -202,7 +202,7 @@ class Scheduler:
             else:
                 from .worker import ModelWorker
 
-                worker = ModelWorker(loaded, self.settings.effective_num_parallel)
+                worker = ModelWorker(loaded, self.settings.effective_num_parallel, prefill_chunk=self.settings.prefill_chunk)
         except BaseException:
             loaded.cleanup()
             raise

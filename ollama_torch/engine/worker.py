@@ -25,6 +25,7 @@ import torch
 from ..errors import InternalError
 from .api import TokenLogprob
 from .cache import BatchKVCache
+from .chunked import ChunkPlanner, PartialPrefill
 from .loader import LoadedModel
 from .logprobs import TokenBytes, batch_logprobs, entry_from_row
 from .lora import routed
@@ -55,12 +56,13 @@ class _Seq:
     resumed: bool = False  # re-prefilled after a context shift
     cached_tokens: int = 0  # prompt tokens the prefix cache served at admission
     adapter_keys: tuple[str, ...] = ()  # the LoRA adapters this request's rows run with
+    partial: PartialPrefill | None = None  # its prompt's prefill so far, when it is read in chunks
     done: bool = False
     logprobs: list[TokenLogprob] = field(default_factory=list)  # entries of tokens whose text is not out yet
 
 
 class ModelWorker:
-    def __init__(self, loaded: LoadedModel, max_rows: int, prefix_cache_bytes: int = 256 << 20) -> None:
+    def __init__(self, loaded: LoadedModel, max_rows: int, prefix_cache_bytes: int = 256 << 20, prefill_chunk: int = 0) -> None:
         self.loaded = loaded
         self.max_rows = max_rows if loaded.batchable else 1
         if loaded.device.type == "cpu" and self.max_rows > 1:
@@ -71,6 +73,8 @@ class ModelWorker:
         self.waiting: deque[_Seq] = deque()
         self.rows: list[_Seq] = []
         self.admitting: list[_Seq] = []
+        self.prefilling: deque[_Seq] = deque()  # long prompts read in chunks while the rows decode
+        self.chunks = ChunkPlanner(prefill_chunk)
         self.cache: BatchKVCache | None = None
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if loaded.batchable else None
         self.sampler = BatchSampler(self.max_rows, loaded.logits_width, loaded.logits_device)
@@ -109,8 +113,8 @@ class ModelWorker:
         self.threads.apply()
 
     def _tick(self) -> bool:
-        self._drain_inbox(block=not self.rows and not self.waiting)
-        if self._closed or not (self.rows or self.waiting):
+        self._drain_inbox(block=not (self.rows or self.waiting or self.prefilling))
+        if self._closed or not (self.rows or self.waiting or self.prefilling):
             return False
         try:
             with torch.inference_mode():
@@ -156,14 +160,35 @@ class ModelWorker:
         for seq in [s for s in self.rows if s.req.cancelled.is_set()]:
             self._finish(seq, None)
         self.waiting = deque(s for s in self.waiting if not self._drop_if_cancelled(s))
-        free = self.max_rows - len(self.rows)
+        self.prefilling = deque(s for s in self.prefilling if not self._drop_if_cancelled(s))
+        free = self.max_rows - len(self.rows) - len(self.prefilling)
         if free > 0 and self.waiting:
-            # Held in ``admitting`` until they are rows, so a failed prefill still fails them.
-            self.admitting = [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
-            self._prefill(self.admitting)
-            self.admitting = []
+            group: list[_Seq] = []
+            while self.waiting and len(group) < free:
+                seq = self.waiting.popleft()
+                if self._reads_in_chunks(seq):
+                    self.prefilling.append(seq)  # it keeps a row's place
+                    free -= 1
+                else:
+                    group.append(seq)
+            if group:
+                # Held in ``admitting`` until they are rows, so a failed prefill still fails them.
+                self.admitting = group
+                self._prefill(group)
+                self.admitting = []
+        if self.prefilling and not self.rows:  # nobody decoding: nothing to keep pace with, read the rest at once
+            self.chunks.idle()
+            self._prefill_chunk(self.prefilling[0], None)
+        elif self.prefilling and self.chunks.may_run():
+            self._prefill_chunk(self.prefilling[0], self.chunks.tokens)
         if self.rows:
             self._decode()
+
+    def _reads_in_chunks(self, seq: _Seq) -> bool:
+        """A prompt too long to prefill in one step while other rows decode (vision prompts never are:
+        they prefill alone)."""
+        return (self.loaded.batchable and bool(self.rows) and not seq.req.model_inputs and seq.partial is None
+                and len(seq.tokens) - 1 > self.chunks.tokens)
 
     def _drop_if_cancelled(self, seq: _Seq) -> bool:
         if seq.req.cancelled.is_set():
@@ -172,6 +197,31 @@ class ModelWorker:
         return False
 
     # -- prefill ---------------------------------------------------------------------------------------------
+    def _prefill_chunk(self, seq: _Seq, budget: int | None) -> None:
+        """The next chunk of a long prompt, into its private cache; once all but its last token are in, it
+        waits at the front of the queue to join the batch (that token is prefilled with the next group)."""
+        started = time.perf_counter()
+        if seq.partial is None:
+            hit = self._lookup_prefix(seq)
+            seq.partial = PartialPrefill.start(self.loaded.model.config, hit)
+            log.info("reading a %d-token prompt in chunks of %s while %d rows decode", len(seq.tokens),
+                     budget or "all", len(self.rows))
+            if hit is not None and not seq.resumed:
+                seq.cached_tokens = hit[0]
+        partial = seq.partial
+        end = len(seq.tokens) - 1 if budget is None else min(len(seq.tokens) - 1, partial.done + budget)
+        if end > partial.done:
+            ids = torch.tensor([seq.tokens[partial.done : end]], device=self.loaded.device)
+            self._forward([seq], input_ids=ids, past_key_values=partial.cache, use_cache=True, logits_to_keep=1)
+            elapsed = time.perf_counter() - started
+            self.chunks.record_chunk(end - partial.done, elapsed)
+            seq.prompt_evaluated += end - partial.done
+            seq.prefill_seconds += elapsed
+            partial.done = end
+        if partial.done >= len(seq.tokens) - 1:
+            self.prefilling.remove(seq)
+            self.waiting.appendleft(seq)
+
     def _prefill(self, group: list[_Seq]) -> None:
         if not self.loaded.batchable or any(s.req.model_inputs for s in group):
             for seq in group:
@@ -181,7 +231,7 @@ class ModelWorker:
             self.cache = self.loaded.new_batch_cache(self.max_rows)
         cache = self.cache
         started = time.perf_counter()
-        prefixes = [self._lookup_prefix(s) for s in group]
+        prefixes = [s.partial.prefix() if s.partial is not None else self._lookup_prefix(s) for s in group]
         row0 = cache.reserve_rows([len(s.tokens) for s in group])
         for i, seq in enumerate(group):
             seq.row = row0 + i
@@ -190,8 +240,9 @@ class ModelWorker:
             hit = prefixes[i]
             if hit is not None:
                 cache.load_prefix(seq.row, hit[1], hit[2])
-                if not seq.resumed:
+                if not seq.resumed and seq.partial is None:
                     seq.cached_tokens = hit[0]
+            seq.partial = None
         qlens = [len(s.tokens) - (p[0] if p else 0) for s, p in zip(group, prefixes, strict=True)]
         q = max(qlens)
         pad = self.loaded.pad_token_id
@@ -261,7 +312,9 @@ class ModelWorker:
         finally:
             cache.end_step(advance=True)
         self._sample_and_advance(list(self.rows), out.logits[:, -1, :].float())
-        self.threads.record(time.perf_counter() - started, batch)
+        elapsed = time.perf_counter() - started
+        self.threads.record(elapsed, batch)
+        self.chunks.record_decode(elapsed)
 
     def _forward(self, seqs: list[_Seq], **inputs: Any) -> Any:
         """One forward of the model over ``seqs`` (batch position i is ``seqs[i]``), each row with its own
@@ -425,7 +478,7 @@ class ModelWorker:
         seq.solo_cache = None
 
     def _fail_all(self, exc: BaseException) -> None:
-        for seq in [*self.rows, *self.admitting, *self.waiting]:
+        for seq in [*self.rows, *self.admitting, *self.waiting, *self.prefilling]:
             if not seq.done:
                 seq.done = True
                 seq.req.emit(ErrorEvent(exc))
@@ -433,6 +486,7 @@ class ModelWorker:
         self.rows.clear()
         self.admitting = []
         self.waiting.clear()
+        self.prefilling.clear()
         self.cache = None
 
     # -- prefix reuse ----------------------------------------------------------------------------------------

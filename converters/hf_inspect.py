@@ -153,6 +153,34 @@ def _config_int(config: dict[str, Any], *keys: str) -> int:
     return 0
 
 
+def num_labels(config: dict[str, Any]) -> int:
+    """The classifier's outputs: ``num_labels``, else the size of ``id2label``, else Transformers' default 2."""
+    value = config.get("num_labels")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    labels = config.get("id2label")
+    return len(labels) if isinstance(labels, dict) and labels else 2
+
+
+def is_cross_encoder(config: dict[str, Any], files: dict[str, Path]) -> bool:
+    """A reranker as sentence-transformers' ``CrossEncoder`` runs one: a ``*ForSequenceClassification`` with
+    one label, scoring a (query, document) pair. Saved as a plain Transformers directory (how the hub's
+    cross-encoders ship), or by sentence-transformers as a ``CrossEncoder`` whose modules.json holds only the
+    Transformer; a modules.json with other modules (pooling, dense heads) makes a different model."""
+    archs = config.get("architectures") or []
+    if not (archs and str(archs[0]).endswith("ForSequenceClassification") and num_labels(config) == 1):
+        return False
+    if "modules.json" not in files:
+        return True
+    modules = _read_json(files["modules.json"])
+    st_config = _read_json(files.get("config_sentence_transformers.json"))
+    return (
+        isinstance(st_config, dict) and st_config.get("model_type") == "CrossEncoder"
+        and isinstance(modules, list) and len(modules) == 1 and isinstance(modules[0], dict)
+        and str(modules[0].get("type", "")).rsplit(".", 1)[-1] == "Transformer"  # its head: the model's classifier
+    )
+
+
 def family_of(config: dict[str, Any]) -> str:
     """Ollama's rule (x/server/show.go): ``model_type``, else the lower-cased class name minus its head."""
     model_type = config.get("model_type")
@@ -205,7 +233,9 @@ def inspect_hf_files(files: dict[str, Path]) -> HFModelInfo:
     generative = arch.endswith(GENERATIVE_SUFFIXES)
     sentence_transformers = "modules.json" in files
     caps: list[str] = []
-    if generative and not sentence_transformers:
+    if is_cross_encoder(config, files):
+        caps.append("rerank")
+    elif generative and not sentence_transformers:
         caps.append("completion")
         if chat_template:
             caps += sorted(jinja_template_capabilities(chat_template))

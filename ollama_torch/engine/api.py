@@ -2,9 +2,10 @@
 
 Everything that crosses from a route into the engine is one of these values (mlx-lm's
 ``GenerationArguments`` idea): a :class:`GenerationCall` (``/api/generate`` and ``/api/chat``, and every
-translator over them: ``/v1``), an :class:`EmbedCall`, a model to load or unload. What comes back is a
-stream of :data:`Chunk` values (content, thinking, tool calls, logprobs, and one :class:`Done` with the
-stats), :class:`Embeddings`, a :class:`Rendered` prompt, or :class:`RunnerStatus` for ``/api/ps``. Routes
+translator over them: ``/v1``), an :class:`EmbedCall`, a :class:`RerankCall`, a model to load or unload.
+What comes back is a stream of :data:`Chunk` values (content, thinking, tool calls, logprobs, and one
+:class:`Done` with the stats), :class:`Embeddings`, :class:`Reranked` documents, a :class:`Rendered` prompt,
+or :class:`RunnerStatus` for ``/api/ps``. Routes
 never see a runner, a loaded model, a worker or a tensor; the engine never sees HTTP.
 
 Errors are raised, as :class:`~ollama_torch.errors.OllamaError` with their status: one raised before the
@@ -46,7 +47,10 @@ __all__ = [
     "JsonValue",
     "Logprobs",
     "Message",
+    "RankedDocument",
     "Rendered",
+    "RerankCall",
+    "Reranked",
     "RunnerStatus",
     "Stats",
     "Think",
@@ -123,6 +127,17 @@ class EmbedCall:
     inputs: tuple[str, ...]
     num_ctx: int | None = None  # tokens per input, special ones included, as Ollama's handler reads it
     truncate: bool = True  # an input longer than that is cut (False: a 400)
+    keep_alive: float | None = None
+
+
+@dataclass(frozen=True)
+class RerankCall:
+    """Score each document's relevance to the query with a cross-encoder (a model with ``rerank``)."""
+
+    model: StoredModel
+    query: str
+    documents: tuple[str, ...]  # at least one
+    top_n: int | None = None  # the best this many (>= 1; more than there are documents: all); None = all
     keep_alive: float | None = None
 
 
@@ -209,6 +224,19 @@ class Embeddings:
 
 
 @dataclass(frozen=True)
+class RankedDocument:
+    index: int  # its place in the call's documents
+    relevance_score: float  # the cross-encoder's score, after its activation (Sigmoid unless the model says)
+
+
+@dataclass(frozen=True)
+class Reranked:
+    results: tuple[RankedDocument, ...]  # best first (equal scores keep the documents' order), at most top_n
+    prompt_eval_count: int  # tokens scored: every (query, document) pair, special tokens included, after truncation
+    load_duration: float
+
+
+@dataclass(frozen=True)
 class RunnerStatus:
     """One loaded model, for ``/api/ps`` and ``/api/x/engine``."""
 
@@ -245,6 +273,10 @@ class EngineAPI(Protocol):
     async def render(self, call: GenerationCall) -> Rendered: ...
 
     async def embed(self, call: EmbedCall) -> Embeddings: ...
+
+    async def rerank(self, call: RerankCall) -> Reranked:
+        """The call's documents ranked by relevance; a 400 for a model without ``rerank``."""
+        ...
 
     async def load(self, model: StoredModel, keep_alive: float | None) -> None:
         """Load the model now (an empty prompt), or keep it loaded for ``keep_alive``."""

@@ -15,14 +15,25 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from ..errors import InternalError, OllamaError
+from ..errors import BadRequest, InternalError, OllamaError
 from ..names import ModelName
 from ..settings import Settings
 from ..store import ModelStore, StoredModel
-from .api import Chunk, EmbedCall, EmbeddingFailed, Embeddings, GenerationCall, Rendered, RunnerStatus
+from .api import (
+    Chunk,
+    EmbedCall,
+    EmbeddingFailed,
+    Embeddings,
+    GenerationCall,
+    Rendered,
+    RerankCall,
+    Reranked,
+    RunnerStatus,
+)
 from .generation import prepare, render, stream
 from .loader import LoadedModel
 from .lora import AdapterRef, adapter_refs
+from .reranker import rank
 from .scheduler import Runner, Scheduler
 from .threads import in_fresh_thread
 from .worker import ModelWorker
@@ -57,6 +68,8 @@ class Engine:
         try:
             if not call.inputs:
                 return Embeddings((), 0, load_seconds)
+            if runner.reranks:  # a cross-encoder scores pairs; it has no sentence vector to give
+                raise BadRequest(f'"{call.model.name.display_shortest}" does not support embedding')
             try:
                 adapters = await self._adapters(call.model)
                 result = await runner.embedding_worker().embed(call.inputs, truncate=call.truncate, num_ctx=call.num_ctx, adapters=adapters)
@@ -68,6 +81,22 @@ class Engine:
         finally:
             self.scheduler.release(runner)
         return Embeddings(tuple(tuple(v) for v in result.vectors), result.prompt_eval_count, load_seconds)
+
+    # -- reranking -------------------------------------------------------------------------------------------
+    async def rerank(self, call: RerankCall) -> Reranked:
+        runner, load_seconds = await self._acquire(call.model, call.keep_alive)
+        try:
+            reranker = runner.reranker()
+            try:
+                result = await reranker.score(call.query, call.documents)
+            except OllamaError:
+                raise
+            except Exception as exc:
+                log.exception("reranking with %s failed", call.model.name)
+                raise InternalError(str(exc).strip() or type(exc).__name__) from exc
+        finally:
+            self.scheduler.release(runner)
+        return Reranked(rank(result.scores, call.top_n), result.prompt_eval_count, load_seconds)
 
     # -- residency -----------------------------------------------------------------------------------------
     async def load(self, model: StoredModel, keep_alive: float | None) -> None:

@@ -57,7 +57,7 @@ class LoadedModel:
     name: str
     model: Any
     tokenizer: Any
-    kind: str  # "causal" | "vision" | "embedding"
+    kind: str  # "causal" | "vision" | "embedding" | "rerank"
     device: torch.device
     dtype: torch.dtype
     eos_ids: frozenset[int]
@@ -187,12 +187,21 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     return frozenset(ids)
 
 
+def _kind(caps: tuple[str, ...]) -> str:
+    """Which Transformers head the stored capabilities ask for."""
+    if "rerank" in caps:
+        return "rerank"
+    if "embedding" in caps and "completion" not in caps:
+        return "embedding"
+    return "vision" if "vision" in caps else "causal"
+
+
 def load_model(stored: StoredModel, settings: Settings, store: ModelStore) -> LoadedModel:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # the server's log is not a terminal
     caps = stored.capabilities
-    kind = "embedding" if "embedding" in caps and "completion" not in caps else ("vision" if "vision" in caps else "causal")
+    kind = _kind(caps)
     device = pick_device(settings)
     dtype = pick_dtype(settings, device)
     quantized_dtype = stored_dtype(stored)  # weights quantized at create time load in their stored dtype
@@ -207,6 +216,8 @@ def load_model(stored: StoredModel, settings: Settings, store: ModelStore) -> Lo
         processor = None
         if kind == "embedding":
             auto: Any = transformers.AutoModel
+        elif kind == "rerank":  # a cross-encoder: the classifier head gives each (query, document) pair its logit
+            auto = transformers.AutoModelForSequenceClassification
         elif kind == "vision":
             auto = transformers.AutoModelForImageTextToText
             processor = transformers.AutoProcessor.from_pretrained(str(directory), local_files_only=True)
@@ -231,7 +242,7 @@ def load_model(stored: StoredModel, settings: Settings, store: ModelStore) -> Lo
         raise
     text_cfg = model.config.get_text_config()
     size = resident_bytes(model)
-    eos = _eos_ids(model, tokenizer) if kind != "embedding" else frozenset()
+    eos = _eos_ids(model, tokenizer) if kind not in ("embedding", "rerank") else frozenset()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos) if eos else 0)
     ctx = int(getattr(text_cfg, "max_position_embeddings", 0) or stored.config.context_length or 0)
     log.info("loaded %s: %s on %s (%s), %.1f MiB", stored.name.display_shortest, type(model).__name__, device, str(dtype).removeprefix("torch."), size / 2**20)

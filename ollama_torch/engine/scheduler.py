@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..errors import InternalError, ServerBusy
+from ..errors import BadRequest, InternalError, ServerBusy
 from ..names import ModelName
 from ..settings import Settings
 from ..store import ModelStore, StoredModel
@@ -28,6 +28,7 @@ from .threads import in_fresh_thread
 if TYPE_CHECKING:
     from .embedder import Embedder
     from .loader import LoadedModel
+    from .reranker import Reranker
     from .worker import ModelWorker
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class Runner:
     key: str
     stored: StoredModel
     loaded: LoadedModel | None  # None once unloaded
-    worker: ModelWorker | Embedder | None  # the model's own: generation, or embedding for an embedding model
+    worker: ModelWorker | Embedder | Reranker | None  # the model's own: generation, embedding or reranking
     loaded_at: float = field(default_factory=time.time)
     refs: int = 0
     keep_alive: float = 300.0
@@ -72,6 +73,20 @@ class Runner:
         if not isinstance(self.worker, ModelWorker):
             raise InternalError(f"{self.name.display_shortest} was loaded as an embedding model and cannot generate")
         return self.worker
+
+    def reranker(self) -> Reranker:
+        """A cross-encoder's worker; a 400 in Ollama's form for any other model."""
+        from .reranker import Reranker
+
+        if not isinstance(self.worker, Reranker):
+            raise BadRequest(f'"{self.name.display_shortest}" does not support rerank')
+        return self.worker
+
+    @property
+    def reranks(self) -> bool:
+        from .reranker import Reranker
+
+        return isinstance(self.worker, Reranker)
 
     def embedding_worker(self) -> Embedder:
         """What embeds with this runner: an embedding model's own worker; for a completion model an
@@ -198,7 +213,11 @@ class Scheduler:
             if loaded.kind == "embedding":
                 from .embedder import Embedder
 
-                worker: ModelWorker | Embedder = Embedder(loaded)
+                worker: ModelWorker | Embedder | Reranker = Embedder(loaded)
+            elif loaded.kind == "rerank":
+                from .reranker import Reranker
+
+                worker = Reranker(loaded)
             else:
                 from .worker import ModelWorker
 

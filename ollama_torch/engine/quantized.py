@@ -82,7 +82,10 @@ class Int8WeightLinear(nn.Module):
     def __init__(self, int8: torch.Tensor, absmax: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = int8.shape
-        self.weight = nn.Parameter(int8.contiguous(), requires_grad=False)
+        # A copy in memory of its own: the kernel reads rows with aligned vector loads and crashes the process
+        # on weights that start off a 16-byte boundary, as tensors mapped from a Safetensors file at an odd
+        # offset do (PyTorch allocates on 64-byte boundaries).
+        self.weight = nn.Parameter(int8.clone(memory_format=torch.contiguous_format), requires_grad=False)
         self.scales = nn.Parameter((absmax.float() / 127).to(torch.bfloat16), requires_grad=False)
         self.bias = nn.Parameter(bias.detach().to(torch.bfloat16), requires_grad=False) if bias is not None else None
 

@@ -31,6 +31,23 @@ def test_the_kernel_multiplies_the_stored_rows() -> None:
     assert torch.allclose(got, expected, atol=0.05 * expected.abs().max().item())
 
 
+def test_weights_memory_mapped_at_any_offset_are_realigned() -> None:
+    """``_weight_int8pack_mm`` reads its weights with aligned vector loads and crashed the process (SIGSEGV) on
+    rows that did not start on a 16-byte boundary, as weights loaded from a Safetensors file at an odd offset
+    do (a quantized reranker's did). The layer keeps its own aligned copy."""
+    torch.manual_seed(0)
+    storage = torch.randint(-127, 127, (48 * 64 + 64,), dtype=torch.int8)
+    start = (-storage.data_ptr()) % 64 + 46  # 46 bytes past a 64-byte boundary, as the reranker's were
+    int8 = storage[start : start + 48 * 64].view(48, 64)
+    assert int8.is_contiguous() and int8.data_ptr() % 16 != 0
+    absmax = torch.rand(48) + 0.5
+    layer = Int8WeightLinear(int8, absmax, None)
+    assert layer.weight.data_ptr() % 64 == 0 and torch.equal(layer.weight, int8)
+    x = torch.randn(5, 64)
+    expected = x @ (int8.float() * absmax[:, None] / 127).T
+    assert torch.allclose(layer(x), expected, atol=0.05 * expected.abs().max().item())
+
+
 def test_a_bitsandbytes_8bit_model_swaps_and_stays_close(tiny_llama_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 

@@ -94,7 +94,8 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed_for:
-            flat = x.reshape(-1, self.in_features).to(torch.bfloat16)  # flat: [N, in]
+            # flat: [N, in], laid out contiguously as the kernels require (a pooler's ``hidden[:, 0]`` is a strided view)
+            flat = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
             if self.packed_for == "cpu":
                 out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.qweight, self.group_size, self.scales)
             else:

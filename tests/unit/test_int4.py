@@ -64,6 +64,20 @@ def test_cpu_kernel_matches_dequantization(rows: int) -> None:
     torch.testing.assert_close(got.float(), expected, atol=0.15, rtol=0.02)
 
 
+def test_cpu_kernel_takes_a_strided_input() -> None:
+    """BERT's pooler feeds its dense layer ``hidden[:, 0]``, a view that is not contiguous; the kernel refuses
+    such an input (a 500 on reranking or embedding with a q4_K_M encoder), so the layer lays it out first."""
+    w = torch.randn(96, 192)
+    reference, kernel = _linear(w, None), _linear(w, None)
+    kernel.prepare()
+    if not kernel.packed_for_cpu:
+        pytest.skip("this torch build has no int4 CPU kernel")
+    hidden = torch.randn(5, 7, 192, dtype=torch.bfloat16)
+    first = hidden[:, 0]  # [5, 192], stride (7 * 192, 1)
+    assert not first.is_contiguous()
+    torch.testing.assert_close(kernel(first).float(), reference(first.float()), atol=0.15, rtol=0.02)
+
+
 def test_loads_through_transformers_as_int4(tiny_llama_dir: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 

@@ -96,6 +96,10 @@ def quantization_targets(config: Any, group_size: int = 0) -> tuple[list[str], l
     skip |= {name for name, m in model.named_modules() if type(m).__name__ == "Conv1D"}
     if group_size:
         skip |= {name for name, m in model.named_modules() if type(m) is nn.Linear and m.in_features % group_size}
+    # A head of fewer than 16 outputs (a reranker's one relevance logit, a classifier's labels) is kept: PyTorch's
+    # int4 kernel packs output rows by sixteen and bitsandbytes' 4-bit layers cannot hold one row, and such a
+    # head is a negligible part of the weights.
+    skip |= {name for name, m in model.named_modules() if type(m) is nn.Linear and m.out_features < 16}
     keep = sorted(skip)
     targets = [
         name for name, m in model.named_modules() if type(m) is nn.Linear and should_convert_module(name, keep)

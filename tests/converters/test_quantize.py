@@ -136,6 +136,33 @@ def test_targets_are_the_linear_layers_transformers_converts(tiny_llama_dir: Pat
     assert len(targets) == 2 * 7
 
 
+@pytest.fixture(scope="module")
+def wide_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-label BertForSequenceClassification (a reranker) 64 wide, the least bitsandbytes' 4-bit blocks take."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from tests.tiny_models import load_config
+
+    data = {**load_config("tiny-cross-encoder"), "hidden_size": 64, "intermediate_size": 128}
+    config = AutoConfig.for_model(data.pop("model_type"), **data)
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("wide-cross-encoder")
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(str(directory))
+    return directory
+
+
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_K_M", "NF4", "FP4"])
+def test_a_reranker_keeps_its_one_logit_head(name: str, wide_cross_encoder_dir: Path, tmp_path: Path) -> None:
+    """The int4 kernel packs output rows by sixteen and bitsandbytes' 4-bit layers cannot hold one row: a
+    reranker's classifier (one output) failed every 4-bit scheme until heads of under 16 outputs were kept."""
+    from transformers import AutoConfig
+
+    targets, keep = quantization_targets(AutoConfig.from_pretrained(str(wide_cross_encoder_dir)))
+    assert "classifier" in keep and "classifier" not in targets and "bert.pooler.dense" in targets
+    quantize_directory(wide_cross_encoder_dir, tmp_path / "q", SCHEMES[name], device="cpu")
+    verify_quantized(tmp_path / "q", SCHEMES[name], device="cpu")
+
+
 def test_a_weight_missing_from_the_checkpoint_fails_loudly(tiny_llama_dir: Path, tmp_path: Path) -> None:
     from safetensors.torch import save_file
 

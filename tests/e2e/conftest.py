@@ -52,3 +52,10 @@ def smollm2(client: ollama.Client, smollm2_gguf: Path) -> str:
 def minilm(client: ollama.Client, minilm_dir: Path) -> str:
     client.create(model="all-minilm", files=upload_dir(client, minilm_dir))
     return "all-minilm:latest"
+
+
+@pytest.fixture(scope="session")
+def minilm_rerank(client: ollama.Client, minilm_cross_encoder_dir: Path) -> str:
+    """The MiniLM-trunk reranker (see ``minilm_cross_encoder_dir``), created once per session."""
+    client.create(model="minilm-rerank", files=upload_dir(client, minilm_cross_encoder_dir))
+    return "minilm-rerank:latest"

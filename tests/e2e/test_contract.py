@@ -24,7 +24,7 @@ GOLDENS = contract.golden_paths()
 
 
 @pytest.fixture(scope="module")
-def exact_text(http: httpx.Client, smollm2: str, minilm: str) -> bool:
+def exact_text(http: httpx.Client, smollm2: str, minilm: str, minilm_rerank: str) -> bool:
     """Generated text (and embeddings, tightly) compare only where the goldens were recorded: on CPU in
     float32. Elsewhere (CUDA, another dtype) structure and stable values still do."""
     assert http.post("/api/generate", json={"model": smollm2, "prompt": ""}).status_code == 200  # load it

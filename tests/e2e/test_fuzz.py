@@ -52,8 +52,8 @@ EXAMPLES = int(os.environ.get("OLLAMA_TORCH_FUZZ_EXAMPLES", "40"))
 REQUEST_TIMEOUT = 20.0  # seconds; every answer here takes well under one
 MAX_TOKENS = 3  # generation is capped at this many tokens
 INT64 = 2**63
-TINY, TINY_EMBED, TINY_TOOLS = "tiny", "tiny-embed", "tiny-tools"
-SERVED = {"tiny:latest", "tiny-embed:latest", "tiny-tools:latest"}  # never deleted, overwritten or pushed by the fuzz
+TINY, TINY_EMBED, TINY_TOOLS, TINY_RERANK = "tiny", "tiny-embed", "tiny-tools", "tiny-rerank"
+SERVED = {"tiny:latest", "tiny-embed:latest", "tiny-tools:latest", "tiny-rerank:latest"}  # never deleted, overwritten or pushed by the fuzz
 # A Go template that uses .Tools (so the model has the `tools` capability) with Hermes-style tool calls.
 TOOLS_TEMPLATE = (
     "{{- if .Tools }}<|im_start|>system\nTools: {{ range .Tools }}{{ . }}{{ end }}<|im_end|>\n{{ end }}"
@@ -89,7 +89,7 @@ TRICKY_STRINGS = [
     "high", "function", "user", "assistant", "tool", "system", "data:image/png;base64,AAAA", "iVBORw0KGgo=",
 ]
 NAME_SAMPLES = [
-    TINY, TINY_EMBED, "TINY", "tiny:latest", "library/tiny", "registry.ollama.ai/library/tiny:latest", "nope",
+    TINY, TINY_EMBED, TINY_RERANK, "TINY", "tiny:latest", "library/tiny", "registry.ollama.ai/library/tiny:latest", "nope",
     "nope:latest", "", " ", "-x", "x:", ":", "a/b/c/d/e", "../../etc/passwd", "..", "./tiny", "/etc/passwd",
     "tiny/../../x", "..\\..\\x", "%2e%2e%2ftiny", "hf.co/org/repo:Q4_K_M", "huggingface.co/org/repo", "a" * 81,
     "x" * 400, "ünïcödé", "名前", "tiny\x00", "http://127.0.0.1:1/a/b:c", "https://registry.ollama.ai/library/x",
@@ -192,7 +192,8 @@ def object_of(schema: dict[str, Any], depth: int) -> st.SearchStrategy[dict[str,
 TEXT = st.text(max_size=80) | st.sampled_from(TRICKY_STRINGS) | st.text(min_size=500, max_size=3000)
 SHORT = st.text(max_size=20)
 GEN_MODELS = st.sampled_from([TINY, "TINY", "tiny:latest", "library/tiny", TINY_TOOLS, TINY_TOOLS, "nope", TINY_EMBED])
-EMBED_MODELS = st.sampled_from([TINY_EMBED, "tiny-embed:latest", "nope", TINY])
+EMBED_MODELS = st.sampled_from([TINY_EMBED, "tiny-embed:latest", "nope", TINY, TINY_RERANK])
+RERANK_MODELS = st.sampled_from([TINY_RERANK, TINY_RERANK, "tiny-rerank:latest", "nope", TINY_EMBED, TINY])
 SCHEMAS = st.sampled_from([
     {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
     {"type": "array", "items": {"type": "string"}, "maxItems": 2},
@@ -276,6 +277,10 @@ VALID: dict[str, st.SearchStrategy[dict[str, Any]]] = {
         "dimensions": st.integers(0, 40), "encoding_format": st.sampled_from(["float", "base64", "FLOAT"]),
     }),
 }
+VALID["/api/rerank"] = VALID["/v1/rerank"] = st.fixed_dictionaries(
+    {"model": RERANK_MODELS, "query": TEXT, "documents": st.lists(TEXT, min_size=1, max_size=5)},
+    optional={"top_n": st.integers(-1, 8) | st.none(), "return_documents": st.booleans(), "keep_alive": KEEP_ALIVE},
+)
 
 
 def mutated(valid: st.SearchStrategy[dict[str, Any]], fields: list[str]) -> st.SearchStrategy[dict[str, Any]]:
@@ -444,7 +449,7 @@ class Fuzz:
 
 
 @pytest.fixture(scope="module")
-def fuzz(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path, tiny_bert_dir: Path) -> Iterator[Fuzz]:
+def fuzz(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path, tiny_bert_dir: Path, tiny_cross_encoder_dir: Path) -> Iterator[Fuzz]:
     root = tmp_path_factory.mktemp("fuzz")
     server = start_server(root / "models", root / "server.log")
     try:
@@ -452,6 +457,7 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path, tiny_be
         client.create(model=TINY, files=upload_dir(client, tiny_llama_dir))
         client.create(model=TINY_EMBED, files=upload_dir(client, tiny_bert_dir))
         client.create(model=TINY_TOOLS, from_=TINY, template=TOOLS_TEMPLATE)
+        client.create(model=TINY_RERANK, files=upload_dir(client, tiny_cross_encoder_dir))
         f = Fuzz(server)
         yield f
         f.http.close()

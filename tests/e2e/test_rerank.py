@@ -51,8 +51,10 @@ TINY_VARIANTS: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture(scope="module")
-def tiny_rerankers(client: ollama.Client, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each variant built and created once; name -> its directory (what CrossEncoder loads)."""
+def tiny_rerankers(client: ollama.Client, tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> dict[str, Path]:
+    """Each variant built and created once; name -> its directory (what CrossEncoder loads). Also an embedding
+    model of its own (not the session's all-minilm, whose creation order the tags golden depends on)."""
+    client.create(model="tiny-embedder", files=upload_dir(client, tiny_bert_dir))
     dirs: dict[str, Path] = {}
     for name, kwargs in TINY_VARIANTS.items():
         directory = build_tiny_cross_encoder(tmp_path_factory.mktemp(name), **kwargs)
@@ -204,7 +206,7 @@ ERRORS: list[tuple[dict[str, Any], int, str]] = [
     ({"model": "", "query": QUERY, "documents": DOCUMENTS}, 400, "model is required"),
     ({"model": "nope", "query": QUERY, "documents": DOCUMENTS}, 404, "model 'nope' not found"),
     ({"model": "../x", "query": QUERY, "documents": DOCUMENTS}, 400, "invalid model name"),
-    ({"model": "all-minilm", "query": QUERY, "documents": DOCUMENTS}, 400, '"all-minilm" does not support rerank'),
+    ({"model": "tiny-embedder", "query": QUERY, "documents": DOCUMENTS}, 400, '"tiny-embedder" does not support rerank'),
     ({"model": "tiny-rerank", "documents": DOCUMENTS}, 400, '"query" must be a string'),
     ({"model": "tiny-rerank", "query": 5, "documents": DOCUMENTS}, 400, '"query" must be a string'),
     ({"model": "tiny-rerank", "query": QUERY}, 400, DOCS_TYPE),
@@ -223,7 +225,7 @@ ERRORS: list[tuple[dict[str, Any], int, str]] = [
 
 
 @pytest.mark.parametrize(("body", "status", "message"), ERRORS, ids=[m for _, _, m in ERRORS])
-def test_bad_requests(http: httpx.Client, minilm: str, tiny_rerankers: dict[str, Path], body: dict[str, Any], status: int, message: str) -> None:
+def test_bad_requests(http: httpx.Client, tiny_rerankers: dict[str, Path], body: dict[str, Any], status: int, message: str) -> None:
     native = post(http, "/api/rerank", body)
     assert (native.status_code, native.json()) == (status, {"error": message})
     v1 = post(http, "/v1/rerank", body)

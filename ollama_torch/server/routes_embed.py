@@ -14,12 +14,13 @@ truncates silently to the runner's context, ``max(num_ctx, 4)``.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from aiohttp import web
 
 from ..durations import parse_keep_alive
@@ -40,21 +41,32 @@ INVALID_INPUT = "invalid input type"
 
 
 # -- pure helpers ------------------------------------------------------------------------------------
-def normalize(vec: Sequence[float]) -> list[float]:
-    """Ollama's ``normalize``: unit L2 norm (norm floored at 1e-12); NaN or Inf anywhere is an error."""
-    total = math.fsum(v * v for v in vec)
-    if not math.isfinite(total):
+def shape_vectors(vectors: Sequence[Sequence[float]], dimensions: int) -> npt.NDArray[np.float32]:
+    """Ollama's ``normalize`` of each vector (unit L2 norm, norm floored at 1e-12; NaN or Inf anywhere is
+    an error); with ``0 < dimensions < width`` the first ``dimensions`` values are kept and normalized again
+    (other values of ``dimensions`` are ignored, as Ollama ignores them). Float32 [N, D], as Ollama answers."""
+    matrix = np.asarray(vectors, dtype=np.float64).reshape(len(vectors), -1)
+    if not np.isfinite(matrix).all():
         raise BadRequest(NAN_OR_INF)
-    scale = 1.0 / max(math.sqrt(total), 1e-12)
-    return [v * scale for v in vec]
+    out = _unit(matrix)
+    if 0 < dimensions < out.shape[1]:
+        out = _unit(out[:, :dimensions])
+    return out.astype(np.float32)
+
+
+def _unit(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    norms: npt.NDArray[np.float64] = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, 1e-12)
+
+
+def normalize(vec: Sequence[float]) -> list[float]:
+    """One vector through :func:`shape_vectors` (no cut)."""
+    return shape_vector(vec, 0)
 
 
 def shape_vector(vec: Sequence[float], dimensions: int) -> list[float]:
-    """Normalize; with ``0 < dimensions < len(vec)`` keep the first ``dimensions`` values and normalize again.
-    Other values of ``dimensions`` are ignored, as Ollama ignores them."""
-    out = normalize(vec)
-    if 0 < dimensions < len(out):
-        out = normalize(out[:dimensions])
+    """One vector through :func:`shape_vectors`."""
+    out: list[float] = shape_vectors([vec], dimensions)[0].tolist()
     return out
 
 
@@ -119,7 +131,7 @@ async def run_embed(request: web.Request, parsed: EmbedParsed, started: float) -
         return {"model": parsed.name, "embeddings": []}
     body: dict[str, Any] = {
         "model": parsed.name,
-        "embeddings": [shape_vector(vec, parsed.dimensions) for vec in result.vectors],
+        "embeddings": shape_vectors(result.vectors, parsed.dimensions),
         "total_duration": int((time.perf_counter() - started) * 1e9),
         "load_duration": int(result.load_duration * 1e9),
     }
@@ -132,7 +144,7 @@ async def run_embed(request: web.Request, parsed: EmbedParsed, started: float) -
 async def embed(request: web.Request) -> web.Response:
     started = time.perf_counter()
     parsed = parse_embed(request, await read_json(request, "EmbedRequest"))
-    return json_response(await run_embed(request, parsed, started))
+    return json_response(await run_embed(request, parsed, started), arrays=True)
 
 
 async def embeddings(request: web.Request) -> web.Response:
@@ -150,10 +162,10 @@ async def embeddings(request: web.Request) -> web.Response:
         raise InternalError(exc.message) from exc
     if not prompt:
         return json_response({"embedding": []})
-    vector = result.vectors[0]
-    if not math.isfinite(math.fsum(v * v for v in vector)):
+    vector = np.asarray(result.vectors[0], dtype=np.float32)
+    if not np.isfinite(vector).all():
         raise InternalError(NAN_OR_INF)
-    return json_response({"embedding": list(vector)})
+    return json_response({"embedding": vector}, arrays=True)
 
 
 def setup(app: web.Application) -> None:

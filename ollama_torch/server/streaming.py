@@ -14,6 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from ..errors import InternalError, OllamaError
@@ -28,10 +29,16 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def json_response(data: Any, status: int = 200) -> web.Response:
-    """Gin's ``c.JSON``: ``application/json; charset=utf-8``."""
+def dumps_arrays(obj: Any) -> bytes:
+    """Compact JSON where numpy arrays are float32 vectors (embeddings): orjson writes them as Go writes a
+    ``[]float32``, each value's shortest float32 form, at a twentieth of ``json.dumps``' time."""
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def json_response(data: Any, status: int = 200, *, arrays: bool = False) -> web.Response:
+    """Gin's ``c.JSON``: ``application/json; charset=utf-8`` (``arrays``: see ``dumps_arrays``)."""
     return web.Response(
-        body=dumps(data),
+        body=dumps_arrays(data) if arrays else dumps(data),
         status=status,
         content_type="application/json",
         charset="utf-8",

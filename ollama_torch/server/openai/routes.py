@@ -25,6 +25,7 @@ from .. import routes_embed, routes_generate, routes_models
 from ..decode import Fields
 from ..routes_generate import Parsed
 from ..state import STORE, engine_of
+from ..streaming import dumps_arrays
 from . import translate_request as req
 from . import translate_response as resp
 
@@ -158,7 +159,8 @@ async def embeddings(request: web.Request) -> web.Response:
         body = await routes_embed.run_embed(request, parsed, started)
     except OllamaError as exc:
         return error_answer(exc)
-    return json_answer(resp.embedding_list(translated.model, body, translated.encoding_format))
+    answer = resp.embedding_list(translated.model, body, translated.encoding_format)
+    return web.Response(body=dumps_arrays(answer) + b"\n", content_type="application/json")
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import base64
 import json
 import re
-import struct
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 from ...names import ModelName
 
@@ -316,15 +317,16 @@ def model(show: dict[str, Any], name: str) -> dict[str, Any]:
 
 def floats_to_base64(values: Sequence[float]) -> str:
     """Little-endian float32s, base64-encoded (OpenAI's ``encoding_format: base64``)."""
-    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
 
 
 def embedding_list(model_name: str, native: dict[str, Any], encoding_format: str = "") -> dict[str, Any]:
     """``ToEmbeddingList``; ``encoding_format`` other than ``base64`` (any case) means floats."""
     as_base64 = encoding_format.lower() == "base64"
+    vectors = native.get("embeddings")  # a list, a float32 array (the server's), or null
     data = [
         {"object": "embedding", "embedding": floats_to_base64(vec) if as_base64 else vec, "index": i}
-        for i, vec in enumerate(native.get("embeddings") or [])
+        for i, vec in enumerate([] if vectors is None else vectors)
     ]
     tokens = int(native.get("prompt_eval_count", 0))
     return {"object": "list", "data": data, "model": model_name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

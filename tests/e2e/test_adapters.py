@@ -17,10 +17,12 @@ import pytest
 
 from tests.e2e.conftest import upload_dir
 from tests.lora_support import peft_greedy, train_lora
+from tests.registry_fixtures import Registry, registry
 from tests.server_process import ServerProcess
 from tests.tiny_models import build_tiny_llama
 
 pytestmark = pytest.mark.slow
+__all__ = ["registry"]  # the session fixture, imported for pytest
 
 PROMPT = "Hello! How are you today?"
 N = 12
@@ -191,3 +193,17 @@ def test_cli_modelfile_with_stacked_adapters(server: ServerProcess, client: olla
     assert generated(client, "lora-cli", len(ids)) == peft_greedy(tiny["base"], [tiny["qv"], tiny["all"]], ids, N)
     shown = cli(server, "show", "lora-cli", "--modelfile")
     assert shown.stdout.count("\nADAPTER ") == 2
+
+
+def test_push_and_pull_carry_the_adapters(registry: Registry, client: ollama.Client, http: httpx.Client, tiny: dict[str, Any]) -> None:
+    """An adapter model through a real registry: its adapter layers go up and come back, and it still
+    equals PEFT after the local copies are gone."""
+    name = f"{registry.host}/library/lora-pushed:latest"
+    client.copy("lora-all", name)
+    assert client.push(name, insecure=True).status == "success"
+    manifest = http.post("/api/show", json={"model": name}).json()["details"]["adapters"]
+    client.delete(name)
+    assert client.pull(name, insecure=True).status == "success"
+    assert http.post("/api/show", json={"model": name}).json()["details"]["adapters"] == manifest
+    ids = tiny["ids"]
+    assert generated(client, name, len(ids)) == peft_greedy(tiny["base"], [tiny["all"]], ids, N)

@@ -203,6 +203,7 @@ class Done:
     reason: str  # "stop" | "length"
     stats: Stats
     context: tuple[int, ...] = ()  # prompt + generated token ids (Ollama's ``context``)
+    stop_sequence: str = ""  # the stop string that ended it (``reason`` "stop"), "" for an end token or a grammar
 
 
 Chunk: TypeAlias = "Content | Thinking | ToolCalls | Logprobs | Done"
@@ -210,10 +211,11 @@ Chunk: TypeAlias = "Content | Thinking | ToolCalls | Logprobs | Done"
 
 @dataclass(frozen=True)
 class Rendered:
-    """The prompt a generation would run (``_debug_render_only``)."""
+    """The prompt a generation would run (``_debug_render_only``, Anthropic's ``count_tokens``)."""
 
     text: str
     image_count: int
+    token_count: int = 0  # its token ids (images as the model's processor expands them), fitted to num_ctx
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def prepare(loaded: LoadedModel, call: GenerationCall, cancel: threading.Event |
 
 def render(loaded: LoadedModel, call: GenerationCall, cancel: threading.Event | None = None) -> Rendered:
     built, _ = prompt_of(loaded, call, cancel)
-    return Rendered(built.text, len(built.images))
+    return Rendered(built.text, len(built.images), len(built.ids))
 
 
 def prompt_of(loaded: LoadedModel, call: GenerationCall, cancel: threading.Event | None) -> tuple[BuiltPrompt, dict[str, Any]]:
@@ -175,7 +175,7 @@ async def stream(
             elif isinstance(event, DoneEvent):
                 for chunk in shaper.finish():
                     yield chunk
-                yield Done(event.reason, _stats(event, load_seconds), tuple(event.tokens))
+                yield Done(event.reason, _stats(event, load_seconds), tuple(event.tokens), event.stop_sequence)
                 return
             elif isinstance(event, ErrorEvent):
                 err = event.error

@@ -32,6 +32,7 @@ class DoneEvent:
     eval_count: int
     eval_duration: float
     tokens: list[int]  # prompt + generated ids (Ollama's ``context``)
+    stop_sequence: str = ""  # the stop string that ended the generation, if one did
 
 
 @dataclass

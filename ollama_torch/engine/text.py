@@ -51,6 +51,7 @@ class StopMatcher:
         self.stops = [s for s in stops if s]
         self.pending = ""
         self.stopped = False
+        self.matched = ""  # the stop string the output was cut at (Anthropic's ``stop_sequence``)
 
     def push(self, text: str) -> str:
         """Add generated text; return what can be emitted now. Sets ``stopped`` at a stop string."""
@@ -64,7 +65,7 @@ class StopMatcher:
         # The earliest complete stop in the whole text wins, however the text was split into tokens: one that
         # starts before it and may still complete ("<><" in "<<>" with stops ">" and "<><") is waited for.
         if hit is not None and hit <= start:
-            self.stopped = True
+            self._stop_at(buf, hit)
             self.pending = ""
             return buf[:hit]
         self.pending = buf[start:]
@@ -73,6 +74,12 @@ class StopMatcher:
     def _first_hit(self, buf: str) -> int | None:
         hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
         return min(hits) if hits else None
+
+    def _stop_at(self, buf: str, hit: int) -> None:
+        """Stop at ``hit``; of the stop strings that start there, the longest is the one that matched (a
+        shorter one that is its prefix matched too, but the longer one names what the model wrote)."""
+        self.stopped = True
+        self.matched = max((s for s in self.stops if buf.startswith(s, hit)), key=len)
 
     def _partial_suffix(self, buf: str) -> int:
         """Length of the longest tail of ``buf`` that is a proper prefix of a stop string."""
@@ -89,6 +96,6 @@ class StopMatcher:
         out, self.pending = ("" if self.stopped else self.pending), ""
         hit = self._first_hit(out)
         if hit is not None:
-            self.stopped = True
+            self._stop_at(out, hit)
             out = out[:hit]
         return out

@@ -446,6 +446,7 @@ class ModelWorker:
                     eval_count=seq.generated,
                     eval_duration=time.perf_counter() - seq.decode_started if seq.decode_started else 0.0,
                     tokens=list(seq.tokens),
+                    stop_sequence=seq.stops.matched,
                 )
             )
         self._remember_prefix(seq)

@@ -23,6 +23,7 @@ from ..registry import Transfers
 from ..settings import Settings
 from ..store import ModelStore
 from . import (
+    anthropic,
     openai,
     routes_create,
     routes_embed,
@@ -206,4 +207,5 @@ def make_app(
     routes_rerank.setup(app)  # /api/rerank and /v1/rerank
     routes_registry.setup(app)
     openai.setup(app)  # /v1: Ollama's OpenAI-compatible endpoints
+    anthropic.setup(app)  # /v1/messages: Ollama's Anthropic-compatible endpoint
     return app

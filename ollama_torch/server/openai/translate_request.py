@@ -66,8 +66,8 @@ def _mismatch(struct: str, key: str, value: Any, go: str) -> BadRequest:
     return BadRequest(f"json: cannot unmarshal {json_kind(value)} into Go struct field {struct}.{key} of type {go}")
 
 
-def decode(body: bytes, struct: str) -> Fields:
-    """Gin's ``ShouldBindJSON`` into ``openai.<struct>``: an empty body is Go's bare ``EOF``."""
+def decode(body: bytes, struct: str, package: str = "openai") -> Fields:
+    """Gin's ``ShouldBindJSON`` into ``<package>.<struct>``: an empty body is Go's bare ``EOF``."""
     if not body.strip():
         raise BadRequest("EOF")
     try:
@@ -77,7 +77,7 @@ def decode(body: bytes, struct: str) -> Fields:
     except ValueError:
         return parse_body(body, struct)  # raises with Go's syntax-error text
     if not isinstance(data, dict):
-        raise BadRequest(f"json: cannot unmarshal {json_kind(data)} into Go value of type openai.{struct}")
+        raise BadRequest(f"json: cannot unmarshal {json_kind(data)} into Go value of type {package}.{struct}")
     return Fields(data, struct)
 
 

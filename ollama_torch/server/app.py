@@ -25,6 +25,7 @@ from ..store import ModelStore
 from . import (
     anthropic,
     openai,
+    responses,
     routes_create,
     routes_embed,
     routes_generate,
@@ -208,4 +209,5 @@ def make_app(
     routes_registry.setup(app)
     openai.setup(app)  # /v1: Ollama's OpenAI-compatible endpoints
     anthropic.setup(app)  # /v1/messages: Ollama's Anthropic-compatible endpoint
+    responses.setup(app)  # /v1/responses: Ollama's OpenAI Responses endpoint
     return app

@@ -1,0 +1,84 @@
+"""``POST /v1/responses``: the Responses request becomes a native ``/api/chat`` body (``translate_request``),
+which ``/api/chat``'s own parser validates into the engine's typed call; the engine's chunks become the
+Responses events (``translate_response``), and ``stream: false`` answers the response object the last event
+carries. Errors before the first chunk are the OpenAI error envelope with the native status (as ``/v1``'s
+other routes answer them); one after it is a ``response.failed`` event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from ...engine.api import Chunk
+from ...errors import BadRequest, InternalError, OllamaError
+from .. import routes_generate
+from ..decode import Fields
+from ..openai.routes import EVENT_STREAM, error_answer, json_answer
+from ..openai.translate_request import decode
+from ..state import engine_of
+from . import translate_request as req
+from . import translate_response as resp
+
+log = logging.getLogger(__name__)
+
+
+def _as_error(exc: Exception) -> OllamaError:
+    if isinstance(exc, OllamaError):
+        return exc
+    log.exception("unexpected error", exc_info=exc)
+    return InternalError(str(exc) or type(exc).__name__)
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    try:
+        translated = req.responses_request(decode(await request.read(), req.STRUCT))
+        parsed = routes_generate.parse_chat(request, Fields(translated.native, "ChatRequest"))
+        if parsed.action != "generate":  # no input at all: an empty conversation only loads the model
+            raise BadRequest("input is required")
+    except OllamaError as exc:
+        return error_answer(exc)
+    stream = resp.ResponseStream(resp.new_id("resp"), translated.model, translated.request)
+    chunks = engine_of(request.app).generate(parsed.generation)
+    if translated.stream:
+        return await _stream(request, chunks, stream)
+    try:
+        async for chunk in chunks:
+            stream.feed(chunk)
+    except Exception as exc:
+        return error_answer(_as_error(exc))
+    return json_answer(stream.final)
+
+
+async def _stream(request: web.Request, chunks: AsyncIterator[Chunk], stream: resp.ResponseStream) -> web.StreamResponse:
+    """Events as the chunks come; an error before the first chunk is an answer with its status."""
+    iterator = aiter(chunks)
+    try:
+        first = await anext(iterator, None)
+    except Exception as exc:
+        return error_answer(_as_error(exc))
+    out = web.StreamResponse(status=200, headers={"Content-Type": EVENT_STREAM, "Cache-Control": "no-cache"})
+    await out.prepare(request)
+    try:
+        chunk = first
+        while chunk is not None:
+            for event in stream.feed(chunk):
+                await out.write(resp.sse(event))
+            chunk = await anext(iterator, None)
+    except (ConnectionResetError, ConnectionError):
+        raise
+    except Exception as exc:
+        for event in stream.failed(_as_error(exc).message):
+            await out.write(resp.sse(event))
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()  # a client that went away stops the generation (its batch row is freed)
+    await out.write_eof()
+    return out
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_route("POST", "/v1/responses", responses)

@@ -119,6 +119,29 @@ def _split_host_port(hostport: str) -> tuple[str | None, str | None]:
     return host, port
 
 
+class SettingsError(ValueError):
+    """A setting that must not be ignored is unusable (the server refuses to start rather than guess)."""
+
+
+def _api_key(env: Mapping[str, str]) -> str:
+    """``OLLAMA_TORCH_API_KEY``, or the content of the file ``OLLAMA_TORCH_API_KEY_FILE`` names, trimmed of
+    surrounding whitespace (for secrets mounted as files). A key file that cannot be read or is empty stops the start-up: a server the
+    operator meant to protect must not come up open."""
+    key = _var(env, "OLLAMA_TORCH_API_KEY")
+    path = _var(env, "OLLAMA_TORCH_API_KEY_FILE")
+    if key and path:
+        raise SettingsError("set OLLAMA_TORCH_API_KEY or OLLAMA_TORCH_API_KEY_FILE, not both")
+    if not path:
+        return key
+    try:
+        key = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"OLLAMA_TORCH_API_KEY_FILE: cannot read {path}: {exc}") from None
+    if not key:
+        raise SettingsError(f"OLLAMA_TORCH_API_KEY_FILE: {path} holds no key")
+    return key
+
+
 def default_models_dir() -> Path:
     return Path.home() / ".ollama-torch" / "models"
 
@@ -152,6 +175,7 @@ class Settings:
     device: str = ""  # OLLAMA_TORCH_DEVICE: "cuda", "cuda:1", "cpu"; "" = CUDA when present
     dtype: str = ""  # OLLAMA_TORCH_DTYPE: "float32", "bfloat16", "float16"; "" = device default
     prefill_chunk: int = 0  # OLLAMA_TORCH_PREFILL_CHUNK: prompt tokens per step while others decode; 0 = adaptive
+    api_key: str = field(default="", repr=False)  # OLLAMA_TORCH_API_KEY(_FILE): "" = no authentication
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -191,6 +215,7 @@ class Settings:
             device=_var(env, "OLLAMA_TORCH_DEVICE"),
             dtype=_var(env, "OLLAMA_TORCH_DTYPE"),
             prefill_chunk=max(0, _int(env, "OLLAMA_TORCH_PREFILL_CHUNK", 0)),
+            api_key=_api_key(env),
         )
 
     @property

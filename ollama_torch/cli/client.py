@@ -52,7 +52,7 @@ def _error_message(status: int, body: bytes) -> str:
 
 
 class Client:
-    def __init__(self, base_url: str, timeout: float | None = None) -> None:
+    def __init__(self, base_url: str, timeout: float | None = None, api_key: str = "") -> None:
         parts = urlsplit(base_url)
         self.base_url = base_url.rstrip("/")
         self.scheme = parts.scheme or "http"
@@ -60,6 +60,7 @@ class Client:
         self.port = parts.port or (443 if self.scheme == "https" else 80)
         self.prefix = parts.path.rstrip("/")
         self.timeout = timeout
+        self.api_key = api_key  # sent as a bearer token (a server with OLLAMA_TORCH_API_KEY asks for it)
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _connection(self) -> http.client.HTTPConnection:
@@ -67,11 +68,14 @@ class Client:
         return cls(self.host, self.port, timeout=self.timeout, blocksize=CHUNK)
 
     def _headers(self, accept: str = "application/json") -> dict[str, str]:
-        return {
+        headers = {
             "Content-Type": "application/json",
             "Accept": accept,
             "User-Agent": f"ollama-torch/{__version__} (python)",
         }
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
 
     def _send(
         self, method: str, path: str, body: Any = None, accept: str = "application/json"

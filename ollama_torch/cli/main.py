@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from ..modelfile import ModelfileError
-from ..settings import Settings
+from ..settings import Settings, SettingsError
 from .client import Client, ClientError
 
 Handler = Callable[[argparse.Namespace, Client, Settings], None]
@@ -187,8 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f'Error: unknown command "{args_in[0]}" for "ollama-torch"', file=sys.stderr)
             return 1
         args = build_parser(name).parse_intermixed_args(args_in[1:])
-    settings = Settings.from_env()
-    client = Client(settings.host.base_url)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    client = Client(settings.host.base_url, api_key=settings.api_key)
     try:
         COMMANDS[name][0](args, client, settings)
     except (ClientError, ModelfileError, OSError) as exc:

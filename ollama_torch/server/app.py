@@ -33,6 +33,7 @@ from . import (
     routes_registry,
     routes_rerank,
 )
+from .auth import auth_middleware
 from .state import CREATE, ENGINE, SETTINGS, STORE, TRANSFERS
 from .streaming import error_response
 
@@ -189,8 +190,11 @@ def make_app(
     test: the model store, the engine (``engine.front.Engine`` or a scripted stand-in), the create service
     (``create.service.create_model``) and the registry's transfers. Without an engine or a create service
     the routes that need them answer 500."""
+    middlewares = [host_middleware(settings), cors_middleware(settings)]
+    if settings.api_key:  # after CORS: a preflight carries no credentials
+        middlewares.append(auth_middleware(settings.api_key))
     app = web.Application(
-        middlewares=[host_middleware(settings), cors_middleware(settings), error_middleware],
+        middlewares=[*middlewares, error_middleware],
         client_max_size=1 << 40,  # blob uploads are streamed; this only bounds request.read()
     )
     app.on_response_prepare.append(_allow_origin)

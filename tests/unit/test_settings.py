@@ -9,7 +9,7 @@ import pytest
 
 from ollama_torch.durations import parse_go_duration, parse_keep_alive
 from ollama_torch.errors import BadRequest
-from ollama_torch.settings import HostSetting, Settings
+from ollama_torch.settings import HostSetting, Settings, SettingsError
 
 
 @pytest.mark.parametrize(
@@ -91,3 +91,28 @@ def test_env_keep_alive_seconds_and_negative() -> None:
     assert Settings.from_env({"OLLAMA_KEEP_ALIVE": "120"}).keep_alive == 120
     assert Settings.from_env({"OLLAMA_KEEP_ALIVE": "-1"}).keep_alive == math.inf
     assert Settings.from_env({}).keep_alive == 300
+
+
+def test_api_key_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    assert Settings.from_env({}).api_key == ""
+    assert Settings.from_env({"OLLAMA_TORCH_API_KEY": " s3cret "}).api_key == "s3cret"
+    key_file = tmp_path / "key"
+    key_file.write_text("from-a-file\n")
+    assert Settings.from_env({"OLLAMA_TORCH_API_KEY_FILE": str(key_file)}).api_key == "from-a-file"
+    assert "from-a-file" not in repr(Settings.from_env({"OLLAMA_TORCH_API_KEY_FILE": str(key_file)}))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OLLAMA_TORCH_API_KEY_FILE": "{missing}"}, "cannot read"),
+        ({"OLLAMA_TORCH_API_KEY_FILE": "{empty}"}, "holds no key"),
+        ({"OLLAMA_TORCH_API_KEY": "k", "OLLAMA_TORCH_API_KEY_FILE": "{empty}"}, "not both"),
+    ],
+)
+def test_an_unusable_key_file_stops_the_start(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    """A server meant to be protected must not come up open."""
+    (tmp_path / "empty").write_text(" \n")
+    paths = {"missing": str(tmp_path / "nope"), "empty": str(tmp_path / "empty")}
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({k: v.format(**paths) for k, v in env.items()})

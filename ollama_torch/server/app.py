@@ -24,6 +24,7 @@ from ..settings import Settings
 from ..store import ModelStore
 from . import (
     anthropic,
+    metrics,
     openai,
     responses,
     routes_create,
@@ -190,7 +191,9 @@ def make_app(
     test: the model store, the engine (``engine.front.Engine`` or a scripted stand-in), the create service
     (``create.service.create_model``) and the registry's transfers. Without an engine or a create service
     the routes that need them answer 500."""
-    middlewares = [host_middleware(settings), cors_middleware(settings)]
+    measured = metrics.Metrics()
+    # metrics outermost: refusals (host, CORS, key) are requests too
+    middlewares = [metrics.metrics_middleware(measured), host_middleware(settings), cors_middleware(settings)]
     if settings.api_key:  # after CORS: a preflight carries no credentials
         middlewares.append(auth_middleware(settings.api_key))
     app = web.Application(
@@ -202,7 +205,7 @@ def make_app(
     app[STORE] = store if store is not None else ModelStore(settings.models)
     app[TRANSFERS] = transfers or Transfers()
     if engine is not None:
-        app[ENGINE] = engine
+        app[ENGINE] = metrics.MeteredEngine(engine, measured)
     if create is not None:
         app[CREATE] = create
     routes_models.setup(app)
@@ -214,4 +217,5 @@ def make_app(
     openai.setup(app)  # /v1: Ollama's OpenAI-compatible endpoints
     anthropic.setup(app)  # /v1/messages: Ollama's Anthropic-compatible endpoint
     responses.setup(app)  # /v1/responses: Ollama's OpenAI Responses endpoint
+    metrics.setup(app, measured)  # /metrics: Prometheus
     return app

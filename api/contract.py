@@ -42,12 +42,15 @@ DONE = "[DONE]"
 TIMESTAMP_KEYS = frozenset({"created_at", "modified_at", "expires_at"})
 DURATION_KEYS = frozenset({"total_duration", "eval_duration"})
 DROPPED_KEYS = frozenset({"load_duration", "prompt_eval_count", "prompt_eval_duration"})
-COUNT_KEYS = frozenset({"prompt_tokens", "total_tokens", "cached_tokens"})  # /v1 usage: depends on the prefix cache
+# /v1, Anthropic and Responses usage: depends on the prefix cache
+COUNT_KEYS = frozenset({"prompt_tokens", "total_tokens", "cached_tokens", "input_tokens", "cache_read_input_tokens"})
+UNIX_KEYS = frozenset({"created", "created_at", "completed_at"})  # integer seconds (as strings: TIMESTAMP_KEYS)
 # Values that depend on the numerics of the device (generated text); compared only where the goldens were
 # recorded (CPU, float32).
 GENERATED_KEYS = frozenset({
     "response", "content", "text", "thinking", "context", "done_reason", "finish_reason", "eval_count",
-    "completion_tokens", "tool_calls",
+    "completion_tokens", "tool_calls", "stop_reason", "stop_sequence", "output_tokens", "delta", "partial_json",
+    "arguments", "input",
 })
 
 ROUTER_ANSWERS = {404: "404 page not found", 405: "405 method not allowed"}  # text/plain, on every path
@@ -55,6 +58,8 @@ ROUTER_ANSWERS = {404: "404 page not found", 405: "405 method not allowed"}  # t
 _SHA256 = re.compile(r"sha256[:-][0-9a-f]{64}")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _COMPLETION_ID = re.compile(r"^(chatcmpl|cmpl)-[0-9]+$")
+_RANDOM_ID = re.compile(r"^(msg|req|resp|rs|fc|toolu)_[0-9a-f]{24}$|^(call)_[a-z0-9]{8}$")  # Anthropic, Responses, tool calls
+_ID_KEYS = frozenset({"id", "item_id", "request_id", "call_id"})
 
 
 # -- the OpenAPI document ----------------------------------------------------------------------------------
@@ -250,8 +255,13 @@ def parse_body(status: int, content_type: str, raw: bytes) -> dict[str, Any]:
         for block in raw.decode().split("\n\n"):
             if not block.strip():
                 continue
-            data = "\n".join(line[len("data:"):].lstrip() for line in block.split("\n") if line.startswith("data:"))
-            events.append(DONE if data == DONE else json.loads(data))
+            lines = block.split("\n")
+            data = "\n".join(line[len("data:"):].lstrip() for line in lines if line.startswith("data:"))
+            event = DONE if data == DONE else json.loads(data)
+            names = [line[len("event:"):].strip() for line in lines if line.startswith("event:")]
+            if names and not (isinstance(event, dict) and event.get("type") == names[0]):
+                raise ValueError(f"SSE event {names[0]!r} carries data of another type: {data[:200]}")
+            events.append(event)
         out["events"] = events
     elif media == JSON:
         out["json"] = json.loads(raw)
@@ -300,8 +310,12 @@ def normalize(value: Any, *, models_dir: str | None = None, keep_models: Iterabl
             return "<duration>"
         if key in COUNT_KEYS and isinstance(v, int):
             return "<count>"
-        if key == "created" and isinstance(v, int):
+        if key in UNIX_KEYS and isinstance(v, int) and not isinstance(v, bool):
             return "<unix>"
+        if key == "sequence_number" and isinstance(v, int):
+            return "<n>"  # numbered across the stream: how many deltas came before depends on token boundaries
+        if key in _ID_KEYS and isinstance(v, str) and _RANDOM_ID.match(v):
+            return v.split("_", 1)[0] + "_<id>"
         if key == "digest" and isinstance(v, str) and _HEX64.match(v):
             return "<digest>"
         if key == "id" and isinstance(v, str) and _COMPLETION_ID.match(v):
@@ -340,8 +354,8 @@ def compare_values(golden: Any, actual: Any, *, generated: bool, tol: float, whe
         if extra:
             diffs.append(f"{where or '<root>'}: unexpected keys {sorted(extra)}")
         for k in golden.keys() & actual.keys():
-            if not generated and k in GENERATED_KEYS:
-                continue
+            if not generated and k in GENERATED_KEYS and not (k == "delta" and isinstance(golden[k], dict)):
+                continue  # (a /v1 chunk's ``delta`` object holds more than text: only text deltas are generated)
             diffs += compare_values(golden[k], actual[k], generated=generated, tol=tol, where=f"{where}/{k}")
         return diffs
     if isinstance(golden, list) and isinstance(actual, list):
@@ -396,21 +410,42 @@ def _stream_text(lines: list[Any]) -> tuple[str, str]:
     return "".join(thinking), "".join(text)
 
 
+# Typed SSE events (Anthropic's Messages, OpenAI's Responses) whose number depends on token boundaries:
+# the deltas. Every other typed event (starts, stops, dones, the lifecycle) is compared whole.
+_DELTA_EVENTS = frozenset({
+    "content_block_delta", "response.output_text.delta", "response.reasoning_summary_text.delta",
+    "response.function_call_arguments.delta",
+})
+
+
 def _events_text(events: list[Any]) -> tuple[str, str]:
     """(reasoning, text) of an SSE stream, whatever its chunk boundaries."""
     reasoning, text = [], []
     for event in events:
-        if not isinstance(event, dict) or not event.get("choices"):
+        if not isinstance(event, dict):
             continue
-        choice = event["choices"][0]
-        delta = choice.get("delta", {})
-        reasoning.append(str(delta.get("reasoning", "")))
-        text.append(str(choice.get("text", "")) + str(delta.get("content", "")))
+        kind = event.get("type")
+        if kind == "content_block_delta":  # Anthropic
+            delta = event.get("delta", {})
+            reasoning.append(str(delta.get("thinking", "")))
+            text.append(str(delta.get("text", "")))
+        elif kind == "response.reasoning_summary_text.delta":
+            reasoning.append(str(event.get("delta", "")))
+        elif kind == "response.output_text.delta":
+            text.append(str(event.get("delta", "")))
+        elif event.get("choices"):
+            choice = event["choices"][0]
+            delta = choice.get("delta", {})
+            reasoning.append(str(delta.get("reasoning", "")))
+            text.append(str(choice.get("text", "")) + str(delta.get("content", "")))
     return "".join(reasoning), "".join(text)
 
 
 def _is_tail_event(event: Any) -> bool:
-    """SSE frames after the generated text: the finish chunk, the usage chunk, ``[DONE]``, an error."""
+    """SSE frames compared whole: for /v1 chat and completions the frames after the generated text (the
+    finish chunk, the usage chunk, ``[DONE]``, an error); for typed events every one but the deltas."""
+    if isinstance(event, dict) and isinstance(event.get("type"), str) and "choices" not in event:
+        return event["type"] not in _DELTA_EVENTS
     if not isinstance(event, dict) or "error" in event or not event.get("choices"):
         return True
     return event["choices"][0].get("finish_reason") is not None

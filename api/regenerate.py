@@ -215,6 +215,45 @@ EXCHANGES: dict[str, tuple[str, list[dict[str, Any]]]] = {
         "/v1/models (only the fixture models are compared) and /v1/models/{model}.",
         [get("/v1/models", compare={"keep_models": MODELS_FILTER}), get(f"/v1/models/{SMOLLM2}")],
     ),
+    "anthropic_messages": (
+        "/v1/messages without and with streaming (Anthropic's event sequence), and count_tokens of the same conversation.",
+        [
+            post("/v1/messages", {"model": SMOLLM2, "max_tokens": 8, "temperature": 0, "system": CHAT_MESSAGES[0]["content"],
+                                  "messages": CHAT_MESSAGES[1:]}),
+            post("/v1/messages", {"model": SMOLLM2, "max_tokens": 8, "temperature": 0, "system": CHAT_MESSAGES[0]["content"],
+                                  "messages": CHAT_MESSAGES[1:], "stream": True}),
+            post("/v1/messages/count_tokens", {"model": SMOLLM2, "system": CHAT_MESSAGES[0]["content"], "messages": CHAT_MESSAGES[1:]}),
+        ],
+    ),
+    "errors_anthropic": (
+        "Anthropic's error shape.",
+        [
+            post("/v1/messages", {"model": "contract-missing", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}),
+            post("/v1/messages", {"model": SMOLLM2, "messages": [{"role": "user", "content": "hi"}]}),
+            raw("POST", "/v1/messages", ""),
+            post("/v1/messages", {"model": SMOLLM2, "max_tokens": 8, "messages": [{"role": "user", "content": [
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]}]}),
+            post("/v1/messages/count_tokens", {"model": SMOLLM2}),
+        ],
+    ),
+    "responses": (
+        "/v1/responses without and with streaming; max_output_tokens reached: status incomplete.",
+        [
+            post("/v1/responses", {"model": SMOLLM2, "input": CHAT_MESSAGES[1]["content"], "instructions": CHAT_MESSAGES[0]["content"],
+                                   "temperature": 0, "max_output_tokens": 8}),
+            post("/v1/responses", {"model": SMOLLM2, "input": CHAT_MESSAGES[1]["content"], "instructions": CHAT_MESSAGES[0]["content"],
+                                   "temperature": 0, "max_output_tokens": 8, "stream": True}),
+        ],
+    ),
+    "errors_responses": (
+        "/v1/responses errors, in the OpenAI envelope.",
+        [
+            post("/v1/responses", {"model": "contract-missing", "input": "hi"}),
+            post("/v1/responses", {"model": SMOLLM2, "input": "hi", "previous_response_id": "resp_1"}),
+            post("/v1/responses", {"model": SMOLLM2, "input": [{"type": "bogus"}]}),
+            raw("POST", "/v1/responses", ""),
+        ],
+    ),
     "errors_openai": (
         "The OpenAI error envelope.",
         [

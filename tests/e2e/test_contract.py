@@ -81,6 +81,11 @@ def test_golden_exchange(golden_path: Path, server: ServerProcess, http: httpx.C
         ("DELETE", "/api/delete", {"model": "contract-tmp"}),
         ("POST", "/api/pull", {"model": "../nope"}),
         ("POST", "/api/push", {"model": "contract-missing"}),
+        ("GET", "/metrics", None),
+        ("POST", "/v1/messages", {"model": "smollm2:135m", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}],
+                                  "stop_sequences": ["."], "stream": True}),
+        ("POST", "/v1/responses", {"model": "smollm2:135m", "input": [{"role": "user", "content": "Hi"}], "max_output_tokens": 2,
+                                   "text": {"format": {"type": "json_object"}}, "stream": True}),
     ],
 )
 def test_response_matches_schema(http: httpx.Client, smollm2: str, minilm: str, method: str, path: str, body: Any) -> None:

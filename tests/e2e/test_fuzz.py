@@ -234,6 +234,44 @@ OPENAI_MESSAGES = st.lists(st.fixed_dictionaries({"role": ROLES, "content": st.o
     st.fixed_dictionaries({"type": st.just("image_url"), "image_url": st.fixed_dictionaries({"url": st.sampled_from(["data:image/png;base64,AAAA", "data:;base64,!!", "https://x/y.png"])})}),
 ), max_size=2))}), min_size=1, max_size=3)
 
+ANTHROPIC_BLOCKS = st.lists(st.one_of(
+    st.fixed_dictionaries({"type": st.just("text"), "text": TEXT}),
+    st.fixed_dictionaries({"type": st.just("image"), "source": st.fixed_dictionaries(
+        {"type": st.sampled_from(["base64", "url"]), "media_type": st.just("image/png"), "data": st.sampled_from(["iVBORw0KGgo=", "AAAA", "!!"])})}),
+    st.fixed_dictionaries({"type": st.just("tool_use"), "id": st.sampled_from(["toolu_1", ""]), "name": st.sampled_from(["f", ""]),
+                           "input": st.dictionaries(SHORT, JUNK, max_size=2)}),
+    st.fixed_dictionaries({"type": st.just("tool_result"), "tool_use_id": st.just("toolu_1"),
+                           "content": st.one_of(SHORT, st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": SHORT}), max_size=2))}),
+    st.fixed_dictionaries({"type": st.just("thinking"), "thinking": SHORT, "signature": st.just("")}),
+    st.fixed_dictionaries({"type": st.sampled_from(["document", "redacted_thinking", "web_search_tool_result"])}),
+), max_size=3)
+ANTHROPIC_MESSAGES = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "USER", "other"]),
+                                                     "content": st.one_of(TEXT, ANTHROPIC_BLOCKS)}), min_size=1, max_size=3)
+ANTHROPIC_TOOLS = st.lists(st.fixed_dictionaries({"name": SHORT}, optional={
+    "description": SHORT, "input_schema": SCHEMAS, "type": st.sampled_from(["custom", "web_search_20250305"])}), max_size=2)
+ANTHROPIC_CHAT: dict[str, st.SearchStrategy[Any]] = {
+    "system": st.one_of(SHORT, st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": SHORT}), max_size=2)),
+    "tools": ANTHROPIC_TOOLS,
+    "tool_choice": st.one_of(st.fixed_dictionaries({"type": st.sampled_from(["auto", "any", "none"])}),
+                             st.fixed_dictionaries({"type": st.just("tool"), "name": SHORT})),
+    "thinking": st.fixed_dictionaries({"type": st.sampled_from(["enabled", "disabled", "adaptive"])}, optional={"budget_tokens": st.integers(0, 4096)}),
+    "output_config": st.fixed_dictionaries({}, optional={"effort": st.sampled_from(["low", "high", "xhigh", "bogus"]),
+                                                         "format": SCHEMAS.map(lambda s: {"type": "json_schema", "schema": s})}),
+}
+RESPONSES_INPUT = st.one_of(TEXT.filter(bool), st.lists(st.one_of(
+    st.fixed_dictionaries({"role": ROLES, "content": st.one_of(TEXT, st.lists(st.one_of(
+        st.fixed_dictionaries({"type": st.sampled_from(["input_text", "output_text"]), "text": SHORT}),
+        st.fixed_dictionaries({"type": st.just("input_image"), "image_url": st.sampled_from(["data:image/png;base64,AAAA", "https://x/y.png"])}),
+    ), max_size=2))}, optional={"type": st.just("message")}),
+    st.fixed_dictionaries({"type": st.just("function_call"), "call_id": st.sampled_from(["c1", "c2"]), "name": SHORT,
+                           "arguments": st.sampled_from(['{"a": 1}', "", "{", "[1]", "null"])}),
+    st.fixed_dictionaries({"type": st.just("function_call_output"), "call_id": st.sampled_from(["c1", "c2"]), "output": SHORT}),
+    st.fixed_dictionaries({"type": st.just("reasoning"), "encrypted_content": SHORT}),
+    st.fixed_dictionaries({"type": st.sampled_from(["web_search_call", "bogus"])}),
+), min_size=1, max_size=4))
+RESPONSES_TOOLS = st.lists(st.fixed_dictionaries({"type": st.sampled_from(["function", "web_search", "namespace"]), "name": SHORT},
+                                                 optional={"description": SHORT, "parameters": SCHEMAS}), max_size=2)
+
 VALID: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "/api/generate": st.fixed_dictionaries({"model": GEN_MODELS, "prompt": TEXT}, optional={
         "stream": st.booleans(), "options": OPTIONS, "system": SHORT, "template": TEMPLATES, "raw": st.booleans(),
@@ -275,6 +313,19 @@ VALID: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     }),
     "/v1/embeddings": st.fixed_dictionaries({"model": EMBED_MODELS, "input": TEXT | st.lists(TEXT, min_size=1, max_size=3)}, optional={
         "dimensions": st.integers(0, 40), "encoding_format": st.sampled_from(["float", "base64", "FLOAT"]),
+    }),
+    "/v1/messages": st.fixed_dictionaries({"model": GEN_MODELS, "max_tokens": st.integers(1, MAX_TOKENS), "messages": ANTHROPIC_MESSAGES}, optional={
+        **ANTHROPIC_CHAT, "stream": st.booleans(), "stop_sequences": st.lists(SHORT, max_size=2), "temperature": st.floats(0, 2),
+        "top_p": st.floats(0, 1), "top_k": st.integers(0, 100), "metadata": st.fixed_dictionaries({"user_id": SHORT}),
+    }),
+    "/v1/messages/count_tokens": st.fixed_dictionaries({"model": GEN_MODELS, "messages": ANTHROPIC_MESSAGES}, optional=ANTHROPIC_CHAT),
+    "/v1/responses": st.fixed_dictionaries({"model": GEN_MODELS, "input": RESPONSES_INPUT}, optional={
+        "instructions": SHORT, "stream": st.booleans(), "max_output_tokens": st.integers(0, MAX_TOKENS), "temperature": st.floats(0, 2),
+        "top_p": st.floats(0, 1), "tools": RESPONSES_TOOLS, "tool_choice": st.sampled_from(["auto", "none", "required", {"type": "function", "name": "f"}]),
+        "text": st.one_of(st.just({"format": {"type": "json_object"}}), st.just({"format": {"type": "text"}}),
+                          SCHEMAS.map(lambda s: {"format": {"type": "json_schema", "name": "x", "schema": s}})),
+        "reasoning": st.fixed_dictionaries({"effort": st.sampled_from(["none", "low", "high", "bogus"])}),
+        "truncation": st.sampled_from(["auto", "disabled"]),
     }),
 }
 VALID["/api/rerank"] = VALID["/v1/rerank"] = st.fixed_dictionaries(
@@ -355,8 +406,10 @@ def sanitize(path: str, body: Any) -> Any:
         if isinstance(body["options"], dict):
             body["options"] = dict(body["options"])
             _cap_tokens(body["options"], "num_predict")
-    if path in ("/v1/chat/completions", "/v1/completions"):
+    if path in ("/v1/chat/completions", "/v1/completions", "/v1/messages"):
         _cap_tokens(body, "max_tokens")
+    if path == "/v1/responses":
+        _cap_tokens(body, "max_output_tokens")
     if path == "/api/create":
         for key in ("model", "name"):
             if _served(body.get(key)):

@@ -88,11 +88,11 @@ def _block(raw: Any) -> Fields:
     return block
 
 
-def _message(raw: Any) -> tuple[str, list[Fields]]:
+def _message(raw: Any, struct: str) -> tuple[str, list[Fields]]:
     """``MessageParam``: a role and its blocks (a string ``content`` is one text block)."""
     if not isinstance(raw, dict):
         raise BadRequest(
-            f"json: cannot unmarshal {json_kind(raw)} into Go struct field {MESSAGES}.messages of type anthropic.MessageParam"
+            f"json: cannot unmarshal {json_kind(raw)} into Go struct field {struct}.messages of type anthropic.MessageParam"
         )
     role = Fields(raw, "MessageParam").str("role")
     content = raw.get("content")
@@ -317,7 +317,7 @@ def estimate_tokens(system: Any, messages: list[tuple[str, list[Fields]]], tools
 def _chat(fields: Fields, max_tokens: int | None) -> tuple[dict[str, Any], list[tuple[str, list[Fields]]], list[Fields]]:
     """The native body's messages, tools, think and format, shared by messages and count_tokens (which has
     no ``max_tokens``: None). Every field's type is checked before any value is, as Go decodes first."""
-    messages = [_message(m) for m in fields.list("messages", "[]anthropic.MessageParam")]
+    messages = [_message(m, fields.struct) for m in fields.list("messages", "[]anthropic.MessageParam")]
     tools = _tools(fields)
     choice = _object(fields, "tool_choice", "anthropic.ToolChoice")
     thinking = _object(fields, "thinking", "anthropic.ThinkingConfig")

@@ -119,6 +119,7 @@ class GenerationCall:
     logprobs: bool = False
     top_logprobs: int = 0  # alternatives per token, 0..20, with ``logprobs``
     keep_alive: float | None = None  # seconds; None = the server's default
+    require_tool_call: bool = False  # the output starts with a call to one of the tools (a tool_choice that demands one)
 
 
 @dataclass(frozen=True)

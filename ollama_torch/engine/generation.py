@@ -139,7 +139,8 @@ def _grammar(loaded: LoadedModel, plan: ResponsePlan, call: GenerationCall) -> G
             raise BadRequest(f"structured outputs are not supported by this model: {exc}") from None
         log.warning("tool calls are parsed but not constrained: %s", exc)
         return None
-    return request_grammar(compiler, plan, call.format, tools_of(call), constrain_tools=constrain_tools)
+    return request_grammar(compiler, plan, call.format, tools_of(call), constrain_tools=constrain_tools,
+                           require_call=call.require_tool_call)
 
 
 # -- the stream ---------------------------------------------------------------------------------------------

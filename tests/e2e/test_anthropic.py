@@ -24,6 +24,9 @@ pytestmark = pytest.mark.slow
 
 ASK = [{"role": "user", "content": "Why is the sky blue?"}]
 GREEDY: dict[str, Any] = {"temperature": 0}  # the current SDK dropped temperature/top_p/top_k: sent as extra fields
+# Hermes markup whose prompt does not open the call: the model chooses between text and a call
+FREE_TEMPLATE = HERMES_TEMPLATE.replace("{{ if .Tools }}<tool_call>\n{{ end }}", "")
+TIME: Any = {"name": "get_time", "input_schema": {"type": "object", "properties": {"tz": {"type": "integer"}}, "required": ["tz"]}}
 WEATHER: Any = {"name": "get_weather", "description": "Current weather in a city", "input_schema": {
     "type": "object", "properties": {"city": {"type": "string", "maxLength": 16}}, "required": ["city"]}}
 
@@ -39,7 +42,8 @@ def tiny(client: ollama.Client, tiny_llama_dir: Path) -> dict[str, str]:
     client.create(model="tiny-anthropic-base", files=upload_dir(client, tiny_llama_dir))
     client.create(model="tiny-anthropic-tools", from_="tiny-anthropic-base", template=HERMES_TEMPLATE)
     client.create(model="tiny-anthropic-thinker", from_="tiny-anthropic-base", template=THINKING_TEMPLATE)
-    return {"tools": "tiny-anthropic-tools", "thinker": "tiny-anthropic-thinker"}
+    client.create(model="tiny-anthropic-free", from_="tiny-anthropic-base", template=FREE_TEMPLATE)
+    return {"tools": "tiny-anthropic-tools", "thinker": "tiny-anthropic-thinker", "free": "tiny-anthropic-free"}
 
 
 def test_create(claude: anthropic.Anthropic, http: httpx.Client, smollm2: str) -> None:
@@ -134,3 +138,25 @@ def test_errors(claude: anthropic.Anthropic, smollm2: str) -> None:
     with pytest.raises(anthropic.BadRequestError, match="Only base64 images are supported"):
         claude.messages.create(model=smollm2, max_tokens=5, messages=[{"role": "user", "content": [
             {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]}])
+
+
+def test_tool_choice_any_and_tool_require_a_call(claude: anthropic.Anthropic, tiny: dict[str, str]) -> None:
+    """Random weights with a prompt that does not open a call answer in text; ``any`` makes the answer start
+    with a call (the constrained tool-call grammar), ``tool`` a call of that tool."""
+    ask: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    assert FREE_TEMPLATE != HERMES_TEMPLATE
+
+    def calls(**extra: Any) -> list[tuple[str, Any]]:
+        message = claude.messages.create(model=tiny["free"], max_tokens=120, messages=ask, tools=[WEATHER, TIME],
+                                         extra_body=GREEDY, **extra)
+        found = [(b.name, b.input) for b in message.content if b.type == "tool_use"]
+        assert (message.stop_reason == "tool_use") == bool(found)
+        return found
+
+    assert calls() == []
+    forced = calls(tool_choice={"type": "any"})
+    assert forced and all(name in ("get_weather", "get_time") for name, _ in forced)
+    chosen = calls(tool_choice={"type": "tool", "name": "get_time"})
+    assert chosen and all(name == "get_time" for name, _ in chosen)
+    for _, arguments in chosen:
+        Draft202012Validator(TIME["input_schema"]).validate(arguments)

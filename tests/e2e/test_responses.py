@@ -18,6 +18,7 @@ from openai import OpenAI
 from pydantic import BaseModel, Field
 
 from tests.e2e.conftest import upload_dir
+from tests.e2e.test_anthropic import FREE_TEMPLATE
 from tests.e2e.test_thinking import THINKING_TEMPLATE
 from tests.e2e.test_tools import HERMES_TEMPLATE
 from tests.server_process import ServerProcess
@@ -47,7 +48,8 @@ def tiny(client: ollama.Client, tiny_llama_dir: Path) -> dict[str, str]:
     client.create(model="tiny-responses-base", files=upload_dir(client, tiny_llama_dir))
     client.create(model="tiny-responses-tools", from_="tiny-responses-base", template=HERMES_TEMPLATE)
     client.create(model="tiny-responses-thinker", from_="tiny-responses-base", template=THINKING_TEMPLATE)
-    return {"tools": "tiny-responses-tools", "thinker": "tiny-responses-thinker"}
+    client.create(model="tiny-responses-free", from_="tiny-responses-base", template=FREE_TEMPLATE)
+    return {"tools": "tiny-responses-tools", "thinker": "tiny-responses-thinker", "free": "tiny-responses-free"}
 
 
 def test_plain(oai: OpenAI, http: httpx.Client, smollm2: str) -> None:
@@ -115,6 +117,19 @@ def test_function_call_round_trip(oai: OpenAI, tiny: dict[str, str]) -> None:
     plain = oai.responses.create(model=tiny["tools"], input=ask, tools=[WEATHER], tool_choice="none", temperature=0,
                                  max_output_tokens=8)
     assert not [i for i in plain.output if i.type == "function_call"]
+
+
+def test_tool_choice_required_and_function(oai: OpenAI, tiny: dict[str, str]) -> None:
+    """Random weights with a prompt that does not open a call answer in text; ``required`` makes the answer
+    start with a call (the constrained tool-call grammar), a named function a call of that function."""
+    def calls(**extra: Any) -> list[str]:
+        response = oai.responses.create(model=tiny["free"], input="What is the weather in Paris?", tools=[WEATHER],
+                                        temperature=0, max_output_tokens=120, **extra)
+        return [item.name for item in response.output if item.type == "function_call"]
+
+    assert calls() == []
+    assert calls(tool_choice="required")
+    assert set(calls(tool_choice={"type": "function", "name": "get_weather"})) == {"get_weather"}
 
 
 def test_reasoning_item(oai: OpenAI, tiny: dict[str, str]) -> None:

@@ -60,6 +60,9 @@ def test_messages_thinking_relaxed_and_tools(tmp_path: Path) -> None:
         r = await client.post("/v1/messages", json=anthropic("tool", tools=[tool]))
         message = await r.json()
         assert isinstance(engine.calls[-1].input, Chat) and engine.calls[-1].input.tools[0]["function"]["name"] == "get_weather"
+        assert not engine.calls[-1].require_tool_call
+        r = await client.post("/v1/messages", json=anthropic("tool", tools=[tool], tool_choice={"type": "any"}))
+        assert r.status == 200 and engine.calls[-1].require_tool_call
         assert message["stop_reason"] == "tool_use" and message["content"][1] == {
             "type": "tool_use", "id": "call_abc12345", "name": "get_weather", "input": {"city": "Paris"}}
 

@@ -117,14 +117,16 @@ def test_images_thinking_and_skipped_blocks() -> None:
 
 
 @pytest.mark.parametrize(
-    ("choice", "names"),
-    [({"type": "auto"}, ["get_weather", "get_time"]), ({"type": "any"}, ["get_weather", "get_time"]),
-     ({"type": "tool", "name": "get_time"}, ["get_time"]), ({"type": "none"}, [])],
+    ("choice", "names", "required"),
+    [({"type": "auto"}, ["get_weather", "get_time"], False), ({"type": "any"}, ["get_weather", "get_time"], True),
+     ({"type": "tool", "name": "get_time"}, ["get_time"], True), ({"type": "none"}, [], False)],
 )
-def test_tool_choice(choice: dict[str, Any], names: list[str]) -> None:
+def test_tool_choice(choice: dict[str, Any], names: list[str], required: bool) -> None:
     tools = [WEATHER, {"name": "get_time", "input_schema": {"type": "object"}}]
-    native = translate(base(tools=tools, tool_choice=choice)).native
-    assert [t["function"]["name"] for t in native.get("tools", [])] == names
+    translated = translate(base(tools=tools, tool_choice=choice))
+    assert [t["function"]["name"] for t in translated.native.get("tools", [])] == names
+    assert translated.require_tool_call is required
+    assert translate(base(tool_choice={"type": "any"})).require_tool_call is False  # no tools, nothing to call
 
 
 def test_web_search_is_not_offered() -> None:

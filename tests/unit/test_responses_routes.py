@@ -24,6 +24,9 @@ def test_responses_non_stream_and_stream(tmp_path: Path) -> None:
         assert [i["type"] for i in events[-1][1]["response"]["output"]] == ["message", "function_call"]
         r = await client.post("/v1/responses", json={"model": "m", "input": "long"})
         assert (await r.json())["status"] == "incomplete"
+        tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+        r = await client.post("/v1/responses", json={"model": "m", "input": "tool", "tools": [tool], "tool_choice": "required"})
+        assert r.status == 200 and engine.calls[-1].require_tool_call
 
     serve(tmp_path, check)
 

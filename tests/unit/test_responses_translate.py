@@ -103,9 +103,12 @@ def test_tools_namespace_and_choice() -> None:
     native = translate({"input": "x", "tools": [WEATHER, namespace, {"type": "web_search"}]}).native
     assert [t["function"]["name"] for t in native["tools"]] == ["get_weather", "fs.read", "fs.write"]
     assert native["tools"][0] == NATIVE_WEATHER
-    assert "tools" not in translate({"input": "x", "tools": [WEATHER], "tool_choice": "none"}).native
-    only = translate({"input": "x", "tools": [WEATHER, namespace], "tool_choice": {"type": "function", "name": "fs.read"}}).native
-    assert [t["function"]["name"] for t in only["tools"]] == ["fs.read"]
+    none = translate({"input": "x", "tools": [WEATHER], "tool_choice": "none"})
+    assert "tools" not in none.native and not none.require_tool_call
+    only = translate({"input": "x", "tools": [WEATHER, namespace], "tool_choice": {"type": "function", "name": "fs.read"}})
+    assert [t["function"]["name"] for t in only.native["tools"]] == ["fs.read"] and only.require_tool_call
+    assert translate({"input": "x", "tools": [WEATHER], "tool_choice": "required"}).require_tool_call
+    assert not translate({"input": "x", "tools": [WEATHER], "tool_choice": "auto"}).require_tool_call
 
 
 @pytest.mark.parametrize(

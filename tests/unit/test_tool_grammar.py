@@ -111,6 +111,15 @@ TABLE: list[tuple[str, ToolFormat, dict[str, Any], str, str]] = [
     ("mistral [ARGS]", MISTRAL, {"template": "[ARGS]"}, '[TOOL_CALLS]get_time[ARGS]{"tz": 1}', "end"),
     ("mistral [ARGS] unknown", MISTRAL, {"template": "[ARGS]"}, "[TOOL_CALLS]get_tim[ARGS]", "reject"),
     ("granite list", ToolFormat.for_tag("<|tool_call|>"), {}, f"<|tool_call|>[{CALL}]", "end"),
+    # tool_choice "required" (Anthropic's "any"/"tool"): a call comes first
+    ("required: a call first", HERMES, {"required": True}, f"<tool_call>\n{CALL}\n</tool_call> More text.", "end"),
+    ("required: no text first", HERMES, {"required": True}, "Sure", "reject"),
+    ("required: the call must close", HERMES, {"required": True}, f"<tool_call>{CALL}", "open"),
+    ("required: prompt opened the call", HERMES, {"required": True, "in_call": True}, f"\n{CALL}\n</tool_call>", "end"),
+    ("required: bare json call", BARE_JSON, {"required": True}, CALL, "end"),
+    ("required: bare json text", BARE_JSON, {"required": True}, "No call", "reject"),
+    ("required: mistral", MISTRAL, {"required": True}, f"[TOOL_CALLS][{CALL}]", "end"),
+    ("required: mistral text", MISTRAL, {"required": True}, "Hi", "reject"),
 ]
 
 
@@ -271,3 +280,13 @@ def test_plan_response(text: str, think: bool | str | None, expected: tuple[Any,
     assert (plan.think_tags, plan.in_thinking, plan.in_call) == expected
     assert plan.tool_format == HERMES and plan.tool_names == ("get_weather", "get_time", "ping")
     assert plan_response(built, None, None).tool_format is None
+
+
+def test_a_required_call_comes_after_the_reasoning(compiler: GrammarCompiler) -> None:
+    think = ("<think>", "</think>")
+    assert takes(state(compiler, HERMES, think_tags=think, required=True), f"<think>hmm</think><tool_call>{CALL}</tool_call>") == "end"
+    assert takes(state(compiler, HERMES, think_tags=think, required=True), "<think>hmm</think>Hello") == "reject"
+    tools_plan = ResponsePlan(tool_format=HERMES, tool_names=("get_weather",), template='"arguments"')
+    assert request_grammar(compiler, tools_plan, None, TOOLS, constrain_tools=False, require_call=True) is None  # logged
+    forced = request_grammar(compiler, tools_plan, None, TOOLS, require_call=True)
+    assert forced is not None and takes(forced, "Sure") == "reject"

@@ -12,6 +12,9 @@ request                                  grammar
                                          unknown, or a tool's schema cannot be enforced (logged; the
                                          response is then parsed only, as Ollama does)
 ``tools`` + ``format``                   the ``format`` grammar; calls are parsed from the output only
+``tools`` + a call required              as ``tools``, the output starting with a call (``tool_choice``
+                                         ``required``/``any``); where the calls cannot be constrained
+                                         the requirement cannot be either (logged), as for ``tools``
 =======================================  ================================================================
 
 ``format`` errors were answered with a 400 by the HTTP layer already (``parse_format``); tool schemas the
@@ -44,6 +47,7 @@ def request_grammar(
     tools: Sequence[dict[str, Any]] | None,
     *,
     constrain_tools: bool = True,
+    require_call: bool = False,
 ) -> GrammarState | None:
     """A fresh grammar state for one request, ``None`` when its output is unconstrained."""
     if format_spec is not None:
@@ -56,10 +60,12 @@ def request_grammar(
     if not tools or plan.tool_format is None:
         return None
     if not constrain_tools:
+        if require_call:
+            log.warning("tool_choice asks for a call, but the tool_grammar option is off: calls are parsed only")
         return None
     try:
         req = ToolGrammarRequest(plan.tool_format, tuple(enforced_tools(tools)), plan.template, in_call=plan.in_call,
-                                 think_tags=plan.think_tags, in_thinking=plan.in_thinking)
+                                 think_tags=plan.think_tags, in_thinking=plan.in_thinking, required=require_call)
         markers = [plan.tool_format.tag, plan.tool_format.end_tag, "[ARGS]", *(plan.think_tags or ())]
         lark = tool_call_grammar(req, _vocab(compiler, markers))
         return compiler.compile_lark(lark, "tool calls").new_state()

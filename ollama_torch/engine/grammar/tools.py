@@ -14,6 +14,9 @@ llama3/json a bare call object (or several, separated by ``,``/``;``/whitespace)
             any other first character means plain text for the whole answer, as Ollama parses it
 ==========  ===========================================================================================
 
+With ``required`` (a request's ``tool_choice`` that demands a call) the output starts with a call: the
+marker first (after the reasoning block of a thinking model), or the call object for bare-JSON markup.
+
 The argument key is the one the template shows (``"arguments"`` / ``"parameters"``), both when it shows
 neither or both. A tool whose ``parameters`` lists ``properties`` but says nothing about
 ``additionalProperties`` gets ``additionalProperties: false``: a function has no parameters beyond its
@@ -142,6 +145,7 @@ class ToolGrammarRequest:
     in_call: bool = False  # the prompt ends with the tool-call marker: output starts inside a call
     think_tags: tuple[str, str] | None = None  # reasoning tags when thinking is on
     in_thinking: bool = False
+    required: bool = False  # a call must come first (OpenAI's tool_choice "required", Anthropic's "any"/"tool")
 
 
 def tool_call_grammar(req: ToolGrammarRequest, vocab: Vocab) -> str:
@@ -176,7 +180,7 @@ def _tagged(req: ToolGrammarRequest, keys: Sequence[str], vocab: Vocab) -> tuple
         rules.append(f"call: {WS} {json_rule(call_object_schema(req.tools, keys), CALL_STYLE)} {WS} "
                      f"{vocab.literal(fmt.end_tag)}")
     rules.append("called: upto_call call")
-    first = "call " if req.in_call else ""
+    first = "call " if req.in_call else f"{vocab.literal(tag)} call " if req.required else ""
     return f"{first}called* ({free.anything()})", rules
 
 
@@ -190,4 +194,4 @@ def _bare_json(req: ToolGrammarRequest, keys: Sequence[str], vocab: Vocab) -> tu
     else:
         rules.append(f"calls: call ({SEP} call)*")
         rules.append(f"call: {json_rule(call_object_schema(req.tools, keys), CALL_STYLE)}")
-    return f"{WS} calls plain | plain", rules
+    return f"{WS} calls plain" + ("" if req.required else " | plain"), rules

@@ -67,17 +67,19 @@ def _relax_thinking(request: web.Request, native: dict[str, Any]) -> dict[str, A
     return {k: v for k, v in native.items() if k != "think"}
 
 
-def _parse(request: web.Request, native: dict[str, Any]) -> Parsed:
-    parsed = routes_generate.parse_chat(request, Fields(_relax_thinking(request, native), "ChatRequest"))
+def _parse(request: web.Request, translated: req.Translated) -> Parsed:
+    parsed = routes_generate.parse_chat(request, Fields(_relax_thinking(request, translated.native), "ChatRequest"))
     if parsed.action != "generate":  # every message was empty (an empty conversation only loads the model)
         raise BadRequest("messages: no message has any content")
+    if translated.require_tool_call:  # no native field says it: the call is the seam's
+        parsed = replace(parsed, call=replace(parsed.generation, require_tool_call=True))
     return parsed
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
     try:
         translated = req.messages_request(decode(await request.read(), req.MESSAGES, req.PACKAGE))
-        parsed = _parse(request, translated.native)
+        parsed = _parse(request, translated)
     except OllamaError as exc:
         return error_answer(exc)
     stream = resp.MessageStream(resp.new_id("msg"), translated.model, translated.estimated_input_tokens,
@@ -129,7 +131,7 @@ async def _close(iterator: AsyncIterator[Chunk]) -> None:
 async def count_tokens(request: web.Request) -> web.StreamResponse:
     try:
         translated = req.count_tokens_request(decode(await request.read(), req.COUNT_TOKENS, req.PACKAGE))
-        parsed = _parse(request, translated.native)
+        parsed = _parse(request, translated)
         call = parsed.generation
         call = replace(call, options=replace(call.options, num_ctx=UNBOUNDED_CTX), truncate=True)
         rendered = await engine_of(request.app).render(call)

@@ -10,11 +10,12 @@ joined, its images (base64 sources only) and ``tool_use`` blocks go on the same 
 ``tool_result`` blocks become ``tool`` messages (before the text of a user turn); ``thinking`` blocks are
 the message's ``thinking``; ``max_tokens`` is ``num_predict``, ``stop_sequences`` ``stop``, and
 ``temperature``/``top_p``/``top_k`` pass through when a client sends them (the current SDK no longer does);
-``thinking.type`` and ``output_config.effort`` choose ``think``. Beyond Ollama: ``tool_choice``
-(``none`` offers no tools, ``tool`` only the named one; ``auto``/``any`` offer all, and the model decides
-whether to call one), ``output_config.format`` (a JSON schema) is ``format``, a tool result's tool name is
-found from its ``tool_use`` (templates that print ``.ToolName`` need it), and Anthropic's built-in web
-search tool is not offered to the model (there is no search to run it: it is dropped, and logged).
+``thinking.type`` and ``output_config.effort`` choose ``think``. Beyond Ollama: ``tool_choice`` (Ollama
+ignores it: ``none`` offers no tools; ``any`` requires a call, ``tool`` a call of the named tool, enforced
+by the constrained tool-call grammar where the model's markup allows it), ``output_config.format`` (a JSON
+schema) is ``format``, a tool result's tool name is found from its ``tool_use`` (templates that print
+``.ToolName`` need it), and Anthropic's built-in web search tool is not offered to the model (there is
+no search to run it: it is dropped, and logged).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Translated:
     stream: bool = False
     stop_sequences: tuple[str, ...] = ()
     estimated_input_tokens: int = 0  # for ``message_start``, before the engine has counted (Ollama's len/4)
+    require_tool_call: bool = False  # ``tool_choice`` ``any`` or ``tool``: the answer starts with a call
 
 
 # -- decoding: the types Go's encoding/json checks before any conversion -----------------------------------
@@ -253,23 +255,23 @@ def convert_tool(tool: Fields) -> dict[str, Any] | None:
     return {"type": "function", "function": function}
 
 
-def choose_tools(tools: list[dict[str, Any]], choice: Fields | None) -> list[dict[str, Any]]:
-    """``tool_choice``: ``none`` offers no tool, ``tool`` only the named one; ``auto`` and ``any`` offer all
-    (the model may still answer in text: nothing here forces a call)."""
+def choose_tools(tools: list[dict[str, Any]], choice: Fields | None) -> tuple[list[dict[str, Any]], bool]:
+    """``tool_choice`` -> (the tools offered, whether a call is required): ``auto`` offers all, ``none`` none,
+    ``any`` all with a call required, ``tool`` only the named one, called."""
     if choice is None:
-        return tools
+        return tools, False
     kind = choice.str("type")
     choice.str("name")
     choice.opt_bool("disable_parallel_tool_use")
     if kind == "none":
-        return []
+        return [], False
     if kind == "tool":
         name = choice.str("name")
         chosen = [t for t in tools if t["function"]["name"] == name]
         if not chosen:
             raise BadRequest(f'tool_choice names the tool "{name}", which is not in tools')
-        return chosen
-    return tools
+        return chosen, True
+    return tools, kind == "any" and bool(tools)
 
 
 def think_value(thinking: Fields | None, output_config: Fields | None) -> bool | str | None:
@@ -314,7 +316,7 @@ def estimate_tokens(system: Any, messages: list[tuple[str, list[Fields]]], tools
 
 
 # -- the two request kinds ---------------------------------------------------------------------------------
-def _chat(fields: Fields, max_tokens: int | None) -> tuple[dict[str, Any], list[tuple[str, list[Fields]]], list[Fields]]:
+def _chat(fields: Fields, max_tokens: int | None) -> tuple[dict[str, Any], list[tuple[str, list[Fields]]], list[Fields], bool]:
     """The native body's messages, tools, think and format, shared by messages and count_tokens (which has
     no ``max_tokens``: None). Every field's type is checked before any value is, as Go decodes first."""
     messages = [_message(m, fields.struct) for m in fields.list("messages", "[]anthropic.MessageParam")]
@@ -335,7 +337,7 @@ def _chat(fields: Fields, max_tokens: int | None) -> tuple[dict[str, Any], list[
     names: dict[str, str] = {}
     for role, blocks in messages:
         native_messages.extend(convert_message(role, blocks, names))
-    native_tools = choose_tools([t for t in map(convert_tool, tools) if t is not None], choice)
+    native_tools, require_call = choose_tools([t for t in map(convert_tool, tools) if t is not None], choice)
     native: dict[str, Any] = {"model": fields.str("model"), "messages": native_messages}
     if native_tools:
         native["tools"] = native_tools
@@ -345,7 +347,7 @@ def _chat(fields: Fields, max_tokens: int | None) -> tuple[dict[str, Any], list[
     fmt = output_format(output_config)
     if fmt is not None:
         native["format"] = fmt
-    return native, messages, tools
+    return native, messages, tools, require_call
 
 
 def messages_request(fields: Fields) -> Translated:
@@ -356,7 +358,7 @@ def messages_request(fields: Fields) -> Translated:
     top_k = fields.int("top_k") if fields.has("top_k") else None
     stop = fields.list_str("stop_sequences")
     _object(fields, "metadata", "anthropic.Metadata")
-    native, messages, tools = _chat(fields, max_tokens)
+    native, messages, tools, require_call = _chat(fields, max_tokens)
     options: dict[str, Any] = {"num_predict": max_tokens}
     for key, value in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k)):
         if value is not None:
@@ -366,10 +368,10 @@ def messages_request(fields: Fields) -> Translated:
     native["options"] = options
     native["stream"] = stream
     estimate = estimate_tokens(fields.raw("system"), messages, tools)
-    return Translated(native, native["model"], stream, tuple(stop), estimate)
+    return Translated(native, native["model"], stream, tuple(stop), estimate, require_call)
 
 
 def count_tokens_request(fields: Fields) -> Translated:
     """``POST /v1/messages/count_tokens``: the same conversation, to be rendered and counted."""
-    native, _, _ = _chat(fields, None)
-    return Translated(native, native["model"])
+    native, _, _, require_call = _chat(fields, None)
+    return Translated(native, native["model"], require_tool_call=require_call)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -38,6 +39,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
         parsed = routes_generate.parse_chat(request, Fields(translated.native, "ChatRequest"))
         if parsed.action != "generate":  # no input at all: an empty conversation only loads the model
             raise BadRequest("input is required")
+        if translated.require_tool_call:  # no native field says it: the call is the seam's
+            parsed = replace(parsed, call=replace(parsed.generation, require_tool_call=True))
     except OllamaError as exc:
         return error_answer(exc)
     stream = resp.ResponseStream(resp.new_id("resp"), translated.model, translated.request)

@@ -12,12 +12,13 @@ As Ollama: ``input`` is a string (one user message) or items: messages (``type``
 the first (system) message; ``temperature`` defaults to 1.0, ``top_p`` passes through, ``max_output_tokens``
 is ``num_predict``, ``reasoning.effort`` is ``think``; ``text.format`` ``json_schema`` is ``format``;
 ``function`` tools pass through and ``namespace`` tools expand to their member functions.
-Beyond Ollama: ``text.format`` ``json_object`` is ``format: "json"``; ``tool_choice`` ``none`` offers no
-tools and ``{"type": "function", "name": ...}`` only that one (``auto``/``required`` offer all; nothing
-forces a call); a ``function_call_output`` names its tool (found from its call), for templates that print
-``.ToolName``; the built-in ``web_search`` tool is not offered (nothing here can search); and
-``previous_response_id`` / ``conversation`` are refused with a 400, since responses are not stored (Ollama
-ignores them, and the model would silently lose the conversation).
+Beyond Ollama: ``text.format`` ``json_object`` is ``format: "json"``; ``tool_choice`` (Ollama ignores it):
+``none`` offers no tools, ``required`` requires a call and ``{"type": "function", "name": ...}`` a call of
+that function, enforced by the constrained tool-call grammar where the model's markup allows it; a
+``function_call_output`` names its tool (found from its call), for templates that print ``.ToolName``; the
+built-in ``web_search`` tool is not offered (nothing here can search); and ``previous_response_id`` /
+``conversation`` are refused with a 400, since responses are not stored (Ollama ignores them, and the
+model would silently lose the conversation).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Translated:
     model: str
     stream: bool
     request: dict[str, Any]
+    require_tool_call: bool = False  # ``tool_choice`` ``required`` or one function: the answer starts with a call
 
 
 def _mismatch(struct: str, key: str, value: Any, go: str) -> BadRequest:
@@ -239,17 +241,18 @@ def convert_tools(raw_tools: list[Any], struct: str = f"{STRUCT}.tools") -> list
     return out
 
 
-def choose_tools(tools: list[dict[str, Any]], choice: Any) -> list[dict[str, Any]]:
-    """``tool_choice``: ``none`` offers no tools; ``{"type": "function", "name": ...}`` only that one."""
+def choose_tools(tools: list[dict[str, Any]], choice: Any) -> tuple[list[dict[str, Any]], bool]:
+    """``tool_choice`` -> (the tools offered, whether a call is required): ``auto`` offers all, ``none``
+    none, ``required`` all with a call required, ``{"type": "function", "name": ...}`` that one, called."""
     if choice == "none":
-        return []
+        return [], False
     if isinstance(choice, dict) and choice.get("type") == "function":
         name = choice.get("name")
         chosen = [t for t in tools if t["function"]["name"] == name]
         if not chosen:
             raise BadRequest(f'tool_choice names the function "{name}", which is not in tools')
-        return chosen
-    return tools
+        return chosen, True
+    return tools, choice == "required" and bool(tools)
 
 
 def text_format(fields: Fields) -> Any:
@@ -293,11 +296,11 @@ def responses_request(fields: Fields) -> Translated:
         options["num_predict"] = max_output
     native: dict[str, Any] = {"model": model, "messages": messages, "options": options, "stream": stream}
     think = think_from_effort(effort)
-    tools = choose_tools(convert_tools(raw_tools), fields.raw("tool_choice"))
+    tools, require_call = choose_tools(convert_tools(raw_tools), fields.raw("tool_choice"))
     if tools:
         native["tools"] = tools
     if fmt is not None:
         native["format"] = fmt
     if think is not None:
         native["think"] = think
-    return Translated(native, model, stream, fields.data)
+    return Translated(native, model, stream, fields.data, require_call)

@@ -3,8 +3,8 @@
 Three sources, each where it is known:
 
 * every HTTP answer, by a middleware (outermost, so refusals count too): requests by endpoint (the route's
-  template, ``/v1/models/{model}``, not the raw path, so a scan cannot grow the label set) and status, and
-  their duration;
+  template, ``/v1/models/{model}``, not the raw path, so a scan cannot grow the label set) and status, their
+  duration, and those in flight;
 * every generation and embedding, by :class:`MeteredEngine`, which wraps the engine the routes call
   (``engine.api.EngineAPI``) and sees the typed chunks all translators see (native, ``/v1``, Anthropic,
   Responses): tokens in and out and prefix-cache hits by model (``Done``'s ``Stats``), time to the first
@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
@@ -66,6 +66,8 @@ class Metrics:
         r = self.registry
         self.requests = Counter(f"{PREFIX}_http_requests", "HTTP requests answered, by route and status",
                                 ["endpoint", "method", "status"], registry=r)
+        self.in_flight = Gauge(f"{PREFIX}_http_requests_in_flight", "HTTP requests being answered (streams until their "
+                               "last byte), by route", ["endpoint"], registry=r)
         self.request_seconds = Histogram(f"{PREFIX}_http_request_duration_seconds", "Time to answer an HTTP request "
                                          "(streams: to their last byte), by route", ["endpoint"], buckets=DURATION_BUCKETS,
                                          registry=r)
@@ -193,6 +195,8 @@ def metrics_middleware(metrics: Metrics) -> Callable[..., Awaitable[web.StreamRe
     async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         status = 500
+        endpoint = _endpoint(request)
+        metrics.in_flight.labels(endpoint).inc()
         try:
             response = await handler(request)
             status = response.status
@@ -204,7 +208,7 @@ def metrics_middleware(metrics: Metrics) -> Callable[..., Awaitable[web.StreamRe
             status = 499  # the client went away (Ollama's status for a cancelled request)
             raise
         finally:
-            endpoint = _endpoint(request)
+            metrics.in_flight.labels(endpoint).dec()
             metrics.requests.labels(endpoint, request.method, str(status)).inc()
             metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
 

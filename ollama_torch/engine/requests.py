@@ -36,11 +36,19 @@ class DoneEvent:
 
 
 @dataclass
+class PromptEvent:
+    """The prompt's tokens scored (``prompt_logprobs``), sent before any other event of the request."""
+
+    first: str  # the first token's text: nothing precedes it, so it has no logprob
+    logprobs: tuple[TokenLogprob, ...]  # each later token, given the tokens before it
+
+
+@dataclass
 class ErrorEvent:
     error: BaseException
 
 
-Event = TextEvent | DoneEvent | ErrorEvent
+Event = PromptEvent | TextEvent | DoneEvent | ErrorEvent
 
 
 @dataclass
@@ -51,7 +59,8 @@ class GenerationRequest:
     grammar: GrammarState | None = None
     model_inputs: dict[str, Any] = field(default_factory=dict)  # e.g. pixel_values for vision prompts
     logprobs: bool = False
-    top_logprobs: int = 0  # alternatives per token (0..20), with ``logprobs``
+    top_logprobs: int = 0  # alternatives per token (0..20), with ``logprobs`` or ``prompt_logprobs``
     adapters: tuple[AdapterRef, ...] = ()  # LoRA adapters on the base weights, applied together
+    prompt_logprobs: bool = False  # score the prompt's tokens too: logits of every prompt position, no prefix reuse
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted_at: float = field(default_factory=time.perf_counter)

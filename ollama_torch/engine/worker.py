@@ -30,7 +30,8 @@ from .loader import LoadedModel
 from .logprobs import TokenBytes, batch_logprobs, entry_from_row
 from .lora import routed
 from .prefix_cache import PrefixCache
-from .requests import DoneEvent, ErrorEvent, GenerationRequest, TextEvent
+from .prompt_scoring import prefill_groups, score_prompt
+from .requests import DoneEvent, ErrorEvent, GenerationRequest, PromptEvent, TextEvent
 from .sampling import BatchSampler, RowSampling
 from .text import Detokenizer, StopMatcher
 from .threads import OnDemandThread, ThreadTuner
@@ -174,7 +175,8 @@ class ModelWorker:
             if group:
                 # Held in ``admitting`` until they are rows, so a failed prefill still fails them.
                 self.admitting = group
-                self._prefill(group)
+                for part in prefill_groups(group, self._scores_prompt, lambda s: len(s.tokens), self.loaded.logits_width):
+                    self._prefill(part)
                 self.admitting = []
         if self.prefilling and not self.rows:  # nobody decoding: nothing to keep pace with, read the rest at once
             self.chunks.idle()
@@ -186,9 +188,9 @@ class ModelWorker:
 
     def _reads_in_chunks(self, seq: _Seq) -> bool:
         """A prompt too long to prefill in one step while other rows decode (vision prompts never are:
-        they prefill alone)."""
+        they prefill alone; nor are scored prompts, whose every position's logits one prefill keeps)."""
         return (self.loaded.batchable and bool(self.rows) and not seq.req.model_inputs and seq.partial is None
-                and len(seq.tokens) - 1 > self.chunks.tokens)
+                and not self._scores_prompt(seq) and len(seq.tokens) - 1 > self.chunks.tokens)
 
     def _drop_if_cancelled(self, seq: _Seq) -> bool:
         if seq.req.cancelled.is_set():
@@ -257,10 +259,11 @@ class ModelWorker:
                 past_key_values=cache,
                 cache_position=cache_position,
                 use_cache=True,
-                logits_to_keep=1,
+                logits_to_keep=self._logits_to_keep(group),
             )
         finally:
             cache.end_step(advance=False)
+        self._emit_prompt_scores(group, out.logits)
         logits = out.logits[:, -1, :].float()
         elapsed = time.perf_counter() - started
         for i, seq in enumerate(group):
@@ -275,7 +278,9 @@ class ModelWorker:
         started = time.perf_counter()
         seq.solo_cache = DynamicCache(config=self.loaded.model.config)
         ids = torch.tensor([seq.tokens], device=self.loaded.device)
-        out = self._forward([seq], input_ids=ids, past_key_values=seq.solo_cache, use_cache=True, logits_to_keep=1, **seq.req.model_inputs)
+        out = self._forward([seq], input_ids=ids, past_key_values=seq.solo_cache, use_cache=True,
+                            logits_to_keep=self._logits_to_keep([seq]), **seq.req.model_inputs)
+        self._emit_prompt_scores([seq], out.logits)
         seq.prompt_evaluated += len(seq.tokens)
         seq.prefill_seconds += time.perf_counter() - started
         seq.decode_started = time.perf_counter()
@@ -283,6 +288,26 @@ class ModelWorker:
         self.rows.append(seq)
         self.sampler.admit(seq.row, seq.sampling, seq.tokens)
         self._sample_and_advance([seq], out.logits[:, -1, :].float())
+
+    # -- prompt scoring (``prompt_logprobs``: engine/prompt_scoring.py) ------------------------------------------
+    @staticmethod
+    def _scores_prompt(seq: _Seq) -> bool:
+        """Whether this prefill scores the prompt (once: not again after a context shift)."""
+        return seq.req.prompt_logprobs and not seq.resumed
+
+    def _logits_to_keep(self, group: list[_Seq]) -> int:
+        """0 (every position) for a group that scores its prompts (``prefill_groups`` keeps them apart), else
+        only the last position's logits, which sampling needs."""
+        return 0 if any(self._scores_prompt(s) for s in group) else 1
+
+    def _emit_prompt_scores(self, group: list[_Seq], logits: torch.Tensor) -> None:
+        """``logits`` [rows, q, W] of a prefill: each scoring row's prompt occupies its last ``len(tokens)``
+        positions (nothing came from the prefix cache: see ``_lookup_prefix``)."""
+        for i, seq in enumerate(group):
+            if self._scores_prompt(seq):
+                n = len(seq.tokens)
+                first, entries = score_prompt(logits[i, -n:], seq.tokens, seq.req.top_logprobs, self.loaded.vocab_size, self.token_bytes)
+                seq.req.emit(PromptEvent(first, entries))
 
     # -- decode ----------------------------------------------------------------------------------------------
     def _decode(self) -> None:
@@ -492,12 +517,15 @@ class ModelWorker:
 
     # -- prefix reuse ----------------------------------------------------------------------------------------
     def _lookup_prefix(self, seq: _Seq) -> tuple[int, list[torch.Tensor], list[torch.Tensor]] | None:
-        if self.prefix_cache is None or seq.req.model_inputs:
+        # a prompt that is scored needs the logits of every position, which a cached prefix does not compute
+        if self.prefix_cache is None or seq.req.model_inputs or self._scores_prompt(seq):
             return None
         return self.prefix_cache.lookup(seq.tokens, seq.adapter_keys)
 
     def _remember_prefix(self, seq: _Seq) -> None:
-        if self.prefix_cache is None or self.cache is None or seq.row < 0 or seq.req.model_inputs:
+        # Scored prompts are not kept: an evaluation sends thousands, each would push out the chat prefixes
+        # the cache is for (and cost a copy of its KV), and no scored prompt can ever read one back.
+        if self.prefix_cache is None or self.cache is None or seq.row < 0 or seq.req.model_inputs or seq.req.prompt_logprobs:
             return
         keys, values = self.cache.extract(seq.row)
         n = keys[0].shape[-2]

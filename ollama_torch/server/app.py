@@ -33,6 +33,7 @@ from . import (
     routes_models,
     routes_registry,
     routes_rerank,
+    routes_tokenize,
 )
 from .auth import auth_middleware
 from .state import CREATE, ENGINE, SETTINGS, STORE, TRANSFERS
@@ -214,6 +215,7 @@ def make_app(
     routes_embed.setup(app)
     routes_rerank.setup(app)  # /api/rerank and /v1/rerank
     routes_registry.setup(app)
+    routes_tokenize.setup(app)  # /tokenize, /detokenize, /tokenizer_info (vLLM's, for evaluation harnesses)
     openai.setup(app)  # /v1: Ollama's OpenAI-compatible endpoints
     anthropic.setup(app)  # /v1/messages: Ollama's Anthropic-compatible endpoint
     responses.setup(app)  # /v1/responses: Ollama's OpenAI Responses endpoint

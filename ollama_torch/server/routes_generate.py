@@ -121,7 +121,8 @@ class Parsed:
         return self.call
 
 
-def parse_generate(request: web.Request, fields: Fields) -> Parsed:
+def parse_generate(request: web.Request, fields: Fields, tokens: tuple[int, ...] = ()) -> Parsed:
+    """``tokens``: a token-id prompt, which ``/v1/completions`` takes and the native API has no field for."""
     logprobs, top_logprobs = _logprobs(fields)
     model_text = fields.str("model")
     stored = stored_model(request.app[STORE], model_text, empty=NotFound("model '' not found"))
@@ -129,7 +130,7 @@ def parse_generate(request: web.Request, fields: Fields) -> Parsed:
     prompt = fields.str("prompt")
     raw = fields.bool("raw")
     system, template, context = fields.str("system"), fields.str("template"), fields.list("context", "[]int")
-    if prompt == "" and keep_alive == 0:
+    if prompt == "" and not tokens and keep_alive == 0:
         return Parsed(stored, model_text, "unload", keep_alive)
     if raw and (template or system or context):
         raise BadRequest("raw mode does not support template, system, or context")
@@ -148,11 +149,11 @@ def parse_generate(request: web.Request, fields: Fields) -> Parsed:
     format_spec = parse_format(fields.raw("format"))
     opts = _options(request, stored, fields)
     stream = fields.bool("stream", True)
-    completion = Completion(prompt, suffix, system, template, raw, tuple(int(t) for t in context), images)
+    completion = Completion(prompt, suffix, system, template, raw, tuple(int(t) for t in context), images, tokens)
     call = GenerationCall(
         stored, completion, opts, format_spec, think, fields.bool("truncate", True), logprobs, top_logprobs, keep_alive,
     )
-    return Parsed(stored, model_text, _action(fields, prompt == "" and not images), keep_alive, stream, call)
+    return Parsed(stored, model_text, _action(fields, prompt == "" and not images and not tokens), keep_alive, stream, call)
 
 
 def _action(fields: Fields, empty: bool) -> Action:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ollama_torch.errors import BadRequest
+from ollama_torch.server.openai import prompts
 from ollama_torch.server.openai import translate_request as req
 from ollama_torch.server.openai import translate_response as resp
 
@@ -170,13 +171,49 @@ def test_completion_defaults_and_logprobs() -> None:
     assert (native["logprobs"], native["top_logprobs"]) == (True, 5)
 
 
+# A list prompt was Ollama's "cannot unmarshal array" 400; OpenAI's four forms are taken now (issue 14).
 @pytest.mark.parametrize(("body", "message"), [
     ({"prompt": "Hello", "temperature": None, "stop": [1, 2], "suffix": "suffix"}, "invalid type for 'stop' field: float64"),
-    ({"prompt": ["a", "b"]}, "json: cannot unmarshal array into Go struct field CompletionRequest.prompt of type string")])
+    ({"prompt": 5}, "json: cannot unmarshal number into Go struct field CompletionRequest.prompt of type string"),
+    ({"prompt": {"a": 1}}, "json: cannot unmarshal object into Go struct field CompletionRequest.prompt of type string"),
+    ({"prompt": []}, "[] is too short - 'prompt'"),
+    ({"prompt": [[]]}, prompts.EMPTY_TOKENS),
+    ({"prompt": [[1, 2], []]}, prompts.EMPTY_TOKENS),
+    ({"prompt": ["a", [1]]}, prompts.INVALID),
+    ({"prompt": [1, "a"]}, prompts.INVALID),
+    ({"prompt": [1, 2.5]}, prompts.INVALID),
+    ({"prompt": [True]}, prompts.INVALID),
+    ({"prompt": [[1], [True]]}, prompts.INVALID),
+    ({"prompt": [None]}, prompts.INVALID),
+    ({"prompt": "Hi", "echo": 1}, "json: cannot unmarshal number into Go struct field CompletionRequest.echo of type bool"),
+    ({"prompt": "Hi", "echo": True, "suffix": "x"}, "suffix is not supported with echo or token-id prompts"),
+    ({"prompt": [1, 2], "suffix": "x"}, "suffix is not supported with echo or token-id prompts")])
 def test_completion_request_errors(body: dict[str, Any], message: str) -> None:
     with pytest.raises(BadRequest) as err:
         req.completion_request(req.decode(json.dumps({"model": "m", **body}).encode(), req.COMPLETION))
     assert err.value.message == message
+
+
+@pytest.mark.parametrize(("prompt", "prompts", "raw"), [
+    ("Hello", ("Hello",), False),
+    (None, ("",), False),
+    (["a", "b"], ("a", "b"), False),
+    ([1, 2, 3], ((1, 2, 3),), True),
+    ([[1, 2], [3]], ((1, 2), (3,)), True),
+])
+def test_completion_prompt_forms(prompt: Any, prompts: tuple[Any, ...], raw: bool) -> None:
+    """OpenAI's four forms: each string or token list is one prompt (one choice); token ids run raw."""
+    translated = req.completion_request(req.decode(json.dumps({"model": "m", "prompt": prompt}).encode(), req.COMPLETION))
+    assert translated.prompts == prompts and not translated.echo
+    assert translated.native.get("raw", False) is raw
+    assert translated.native["prompt"] == (prompts[0] if isinstance(prompts[0], str) else "")
+
+
+def test_completion_echo_is_raw() -> None:
+    body = {"model": "m", "prompt": "Hello", "echo": True, "logprobs": 1, "max_tokens": 0}
+    translated = req.completion_request(req.decode(json.dumps(body).encode(), req.COMPLETION))
+    assert translated.echo and translated.native["raw"] is True and translated.native["options"]["num_predict"] == 0
+    assert (translated.native["logprobs"], translated.native["top_logprobs"]) == (True, 1)
 
 
 # -- requests: EmbeddingsMiddleware -------------------------------------------------------------------------
@@ -379,6 +416,36 @@ def test_completion_stream(include_usage: bool) -> None:
         assert len(frames) == 4 and obj(frames[2])["choices"] == [] and obj(frames[2])["usage"]["total_tokens"] == 4
     else:
         assert len(frames) == 3
+
+
+def test_completion_choices_and_echoed_logprobs() -> None:
+    """Several prompts: one choice each, numbered, usage added; an echoed prompt's first token has null values."""
+    echoed = {"model": "m", "created_at": CREATED_AT, "response": "Hi there", "done": True, "done_reason": "length",
+              "prompt_eval_count": 2, "eval_count": 0,
+              "logprobs": [{"token": "Hi", "logprob": None}, {"token": " there", "logprob": -1.5, "top_logprobs": [{"token": " you", "logprob": -0.5}]}]}
+    plain = {"model": "m", "created_at": CREATED_AT, "response": "!", "done": True, "done_reason": "stop", "prompt_eval_count": 3, "eval_count": 1}
+    out = resp.completion_choices("cmpl-1", [echoed, plain])
+    assert [c["index"] for c in out["choices"]] == [0, 1] and [c["text"] for c in out["choices"]] == ["Hi there", "!"]
+    assert out["choices"][0]["logprobs"] == {"tokens": ["Hi", " there"], "token_logprobs": [None, -1.5],
+                                             "top_logprobs": [None, {" you": -0.5}], "text_offset": [0, 2]}
+    assert out["usage"] == {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+    counted = resp.add_usage([resp.token_usage(4, 1, 2), resp.token_usage(6, 0, 0)])
+    assert counted == {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11, "prompt_tokens_details": {"cached_tokens": 2}}
+
+
+def test_completion_stream_of_several_prompts() -> None:
+    """Lines of two prompts interleaved: each chunk names its choice, offsets run per choice, [DONE] after both."""
+    stream = resp.CompletionStream("cmpl-1", include_usage=True, prompts=2)
+    lp = [{"token": "ab", "logprob": -1.0}]
+    frames = stream.feed({"model": "m", "response": "ab", "done": False, "logprobs": lp}, now=5, index=1)
+    frames += stream.feed({"model": "m", "response": "ab", "done": False, "logprobs": lp}, now=5, index=1)
+    frames += stream.feed({"model": "m", "response": "", "done": True, "done_reason": "stop", "prompt_eval_count": 1, "eval_count": 2}, now=5, index=1)
+    assert not stream.finished and resp.DONE not in frames
+    frames += stream.feed({"model": "m", "response": "x", "done": True, "done_reason": "length", "prompt_eval_count": 3, "eval_count": 1}, now=5, index=0)
+    assert [obj(f)["choices"][0]["index"] for f in frames[:4]] == [1, 1, 1, 0]
+    assert [obj(f)["choices"][0]["logprobs"]["text_offset"] for f in frames[:2]] == [[0], [2]]
+    assert obj(frames[4])["choices"] == [] and obj(frames[4])["usage"] == {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}
+    assert frames[-1] == resp.DONE and stream.finished
 
 
 # -- responses: models and embeddings ----------------------------------------------------------------------------

@@ -18,14 +18,21 @@ from aiohttp.test_utils import TestClient, TestServer
 from ollama_torch.engine.api import (
     Chat,
     Chunk,
+    Completion,
     Content,
+    DetokenizeCall,
     Done,
     EmbedCall,
     Embeddings,
     GenerationCall,
+    Prompt,
     Rendered,
     RunnerStatus,
     Stats,
+    TokenizeCall,
+    Tokenized,
+    TokenizerInfo,
+    TokenLogprob,
 )
 from ollama_torch.errors import InternalError, OllamaError
 from ollama_torch.names import ModelName
@@ -37,20 +44,30 @@ Client = TestClient[web.Request, web.Application]
 
 
 class ScriptedEngine:
-    """An engine whose generation is chosen by the first message's content."""
+    """An engine whose generation is chosen by the first message's content (or the prompt: a token-id prompt
+    is ``tokens``); an echo sends the prompt back first, "scored" when asked."""
 
     def __init__(self) -> None:
         self.calls: list[GenerationCall] = []
         self.closed = asyncio.Event()
+        self.running = 0
+        self.most_running = 0  # generations in progress at once
 
     async def generate(self, call: GenerationCall) -> AsyncIterator[Chunk]:
         self.calls.append(call)
-        assert isinstance(call.input, Chat)
-        mode = call.input.messages[0].content
+        if isinstance(call.input, Completion):
+            mode = call.input.prompt or f"tokens{list(call.input.tokens)}"
+        else:
+            mode = call.input.messages[0].content
         if mode == "busy":
             raise OllamaError("rate limit exceeded", 429)
         count = 1000 if mode == "forever" else 3
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
         try:
+            if call.echo:
+                scored = (TokenLogprob(mode[1:], -1.0, top=(TokenLogprob("x", -0.5),)),) if call.prompt_logprobs else ()
+                yield Prompt(mode, mode[0] if call.prompt_logprobs else "", scored)
             for i in range(count):
                 await asyncio.sleep(0.01)
                 yield Content(f"w{i} ")
@@ -59,6 +76,7 @@ class ScriptedEngine:
             yield Done("stop", Stats(prompt_tokens=6, cached_tokens=2, prompt_eval_count=4, prompt_eval_duration=0.1,
                                      eval_count=count, eval_duration=0.2, load_duration=0.0))
         finally:
+            self.running -= 1
             self.closed.set()
 
     async def render(self, call: GenerationCall) -> Rendered:
@@ -66,6 +84,16 @@ class ScriptedEngine:
 
     async def embed(self, call: EmbedCall) -> Embeddings:
         return Embeddings(((1.0, 0.0),) * len(call.inputs), 2, 0.0)
+
+    async def tokenize(self, call: TokenizeCall) -> Tokenized:
+        ids = tuple(ord(c) for c in call.text)
+        return Tokenized(((1,) if call.add_special_tokens else ()) + ids, 64, tuple(call.text) if call.pieces else ())
+
+    async def detokenize(self, call: DetokenizeCall) -> str:
+        return "".join(chr(t) for t in call.tokens)
+
+    async def tokenizer_info(self, model: StoredModel) -> TokenizerInfo:
+        return TokenizerInfo("ScriptedTokenizer", "<s>", "</s>", None, None, True, 64, "{{ messages }}")
 
     async def load(self, model: StoredModel, keep_alive: float | None) -> None:
         return None
@@ -183,5 +211,78 @@ def test_native_and_v1_read_the_same_chunks(tmp_path: Path) -> None:
         assert native["prompt_eval_count"] == 4 and native["eval_count"] == 3 and native["done_reason"] == "stop"
         r = await client.post("/v1/embeddings", json={"model": "m", "input": ["a", "b"]})
         assert [d["embedding"] for d in (await r.json())["data"]] == [[1.0, 0.0], [1.0, 0.0]]
+
+    run(tmp_path, check)
+
+
+# -- /v1/completions: OpenAI's four prompt forms, several choices, echo --------------------------------------
+def _sse(text: str) -> list[Any]:
+    frames = [f[len("data: "):] for f in text.split("\n\n") if f]
+    assert frames[-1] == "[DONE]"
+    return [json.loads(f) for f in frames[:-1]]
+
+
+def test_completions_of_several_prompts_run_together(tmp_path: Path) -> None:
+    async def check(client: Client, engine: ScriptedEngine) -> None:
+        r = await client.post("/v1/completions", json={"model": "m", "prompt": ["one", "two", "three"], "max_tokens": 3})
+        done = await r.json()
+        assert r.status == 200 and engine.most_running == 3  # submitted at once: the engine batches them
+        assert [(c["index"], c["text"]) for c in done["choices"]] == [(0, "w0 w1 w2 "), (1, "w0 w1 w2 "), (2, "w0 w1 w2 ")]
+        assert [c.input.prompt for c in engine.calls if isinstance(c.input, Completion)] == ["one", "two", "three"]
+        assert not any(c.input.raw for c in engine.calls if isinstance(c.input, Completion))  # strings keep the template
+        assert done["usage"] == {"prompt_tokens": 18, "completion_tokens": 9, "total_tokens": 27, "prompt_tokens_details": {"cached_tokens": 6}}
+
+    run(tmp_path, check)
+
+
+def test_completions_of_token_ids_are_raw(tmp_path: Path) -> None:
+    async def check(client: Client, engine: ScriptedEngine) -> None:
+        r = await client.post("/v1/completions", json={"model": "m", "prompt": [[5, 6], [7]], "stream": True})
+        chunks = _sse(await r.text())
+        assert r.status == 200 and sorted({c["choices"][0]["index"] for c in chunks}) == [0, 1]
+        inputs = [c.input for c in engine.calls]
+        assert [(i.tokens, i.raw, i.prompt) for i in inputs if isinstance(i, Completion)] == [((5, 6), True, ""), ((7,), True, "")]
+        r = await client.post("/v1/completions", json={"model": "m", "prompt": [1, 2, 3], "max_tokens": 1})
+        assert [c["index"] for c in (await r.json())["choices"]] == [0]
+        assert isinstance(engine.calls[-1].input, Completion) and engine.calls[-1].input.tokens == (1, 2, 3)
+
+    run(tmp_path, check)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_completions_echo(tmp_path: Path, stream: bool) -> None:
+    async def check(client: Client, engine: ScriptedEngine) -> None:
+        r = await client.post("/v1/completions", json={"model": "m", "prompt": "abc", "echo": True, "logprobs": 1, "stream": stream})
+        assert r.status == 200
+        [call] = engine.calls
+        assert call.echo and call.prompt_logprobs and not call.truncate and isinstance(call.input, Completion) and call.input.raw
+        if stream:
+            first = _sse(await r.text())[0]["choices"][0]
+        else:
+            first = (await r.json())["choices"][0]
+            assert first["text"] == "abcw0 w1 w2 "
+        assert first["text"].startswith("abc")
+        assert first["logprobs"]["tokens"][:2] == ["a", "bc"] and first["logprobs"]["token_logprobs"][:2] == [None, -1.0]
+        assert first["logprobs"]["top_logprobs"][:2] == [None, {"x": -0.5}] and first["logprobs"]["text_offset"][:2] == [0, 1]
+        # echo without logprobs: the text only
+        r = await client.post("/v1/completions", json={"model": "m", "prompt": "abc", "echo": True})
+        assert not engine.calls[-1].prompt_logprobs and (await r.json())["choices"][0]["text"] == "abcw0 w1 w2 "
+
+    run(tmp_path, check)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_completions_error_in_one_prompt_answers_the_request(tmp_path: Path, stream: bool) -> None:
+    async def check(client: Client, engine: ScriptedEngine) -> None:
+        r = await client.post("/v1/completions", json={"model": "m", "prompt": ["forever", "busy"], "stream": stream})
+        assert r.status == 429 and (await r.json())["error"]["message"] == "rate limit exceeded"
+        await asyncio.wait_for(engine.closed.wait(), 10)  # the other prompt's generation was stopped
+        assert engine.running == 0
+        r = await client.post("/v1/completions", json={"model": "m", "prompt": ["a", "fail"], "stream": stream})
+        if stream:
+            frames = [json.loads(f[len("data: "):]) for f in (await r.text()).split("\n\n") if f]
+            assert r.status == 200 and "error" in frames[-1]
+        else:
+            assert r.status == 500 and "boom" in (await r.json())["error"]["message"]
 
     run(tmp_path, check)

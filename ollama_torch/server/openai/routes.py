@@ -2,8 +2,8 @@
 the native parser turns into the engine's typed call; the engine's chunks become native lines (the same ones
 ``/api/chat`` and ``/api/generate`` send), which ``translate_response`` turns into OpenAI's answer.
 
-``POST /v1/chat/completions`` over ``/api/chat``'s parser, ``POST /v1/completions`` over ``/api/generate``'s,
-``POST /v1/embeddings`` over ``/api/embed``'s, ``GET /v1/models`` and ``GET /v1/models/{model}`` over tags
+``POST /v1/chat/completions`` over ``/api/chat``'s parser, ``POST /v1/completions`` over ``/api/generate``'s
+(one call per prompt, with ``echo``: ``completions.py``), ``POST /v1/embeddings`` over ``/api/embed``'s, ``GET /v1/models`` and ``GET /v1/models/{model}`` over tags
 and show. Every error is answered in the OpenAI envelope with its native status; one after an SSE stream
 began is a final ``data: {"error": {...}}`` frame. Usage counts the whole prompt, and the prefix-cache hits
 in ``prompt_tokens_details.cached_tokens`` (Ollama's counts only what was evaluated).
@@ -11,7 +11,6 @@ in ``prompt_tokens_details.cached_tokens`` (Ollama's counts only what was evalua
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -19,21 +18,16 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from ...engine.api import Chunk, Done
-from ...errors import InternalError, OllamaError
+from ...errors import OllamaError
 from .. import routes_embed, routes_generate, routes_models
 from ..decode import Fields
 from ..routes_generate import Parsed
-from ..state import STORE, engine_of
+from ..state import STORE
 from ..streaming import dumps_arrays
 from . import translate_request as req
 from . import translate_response as resp
-
-log = logging.getLogger(__name__)
-
-EVENT_STREAM = "text/event-stream"
-
-Line = Callable[[Parsed, Chunk, float], "dict[str, Any] | None"]
+from .answer import EVENT_STREAM, Generation, Line, as_error, error_answer, json_answer
+from .completions import completions
 
 
 class _StreamTranslator(Protocol):
@@ -43,51 +37,13 @@ class _StreamTranslator(Protocol):
     def feed(self, native: dict[str, Any]) -> list[resp.Frame]: ...
 
 
-def json_answer(body: Any, status: int = 200) -> web.Response:
-    """Go's ``json.NewEncoder(w).Encode``: ``application/json`` and a trailing newline."""
-    return web.Response(body=resp.dumps(body) + b"\n", status=status, content_type="application/json")
-
-
-def error_answer(exc: OllamaError) -> web.Response:
-    return json_answer(resp.error_body(exc.status, exc.message), exc.status)
-
-
-def _as_error(exc: Exception) -> OllamaError:
-    if isinstance(exc, OllamaError):
-        return exc
-    log.exception("unexpected error", exc_info=exc)
-    return InternalError(str(exc) or type(exc).__name__)
-
-
-class _Generation:
-    """One translated generation: its native lines as they come, and the usage once it is done."""
-
-    def __init__(self, request: web.Request, parsed: Parsed, line: Line, started: float) -> None:
-        self.request, self.parsed, self.line, self.started = request, parsed, line, started
-        self.counted: dict[str, Any] | None = None
-
-    async def lines(self) -> AsyncGenerator[dict[str, Any], None]:
-        chat = self.line is routes_generate.chat_line
-        single = await routes_generate.single_answer(self.request, self.parsed, chat)
-        if single is not None:  # nothing to generate (an empty prompt loads the model)
-            yield single
-            return
-        async for chunk in engine_of(self.request.app).generate(self.parsed.generation):
-            if isinstance(chunk, Done):
-                stats = chunk.stats
-                self.counted = resp.token_usage(stats.prompt_tokens, stats.eval_count, stats.cached_tokens)
-            out = self.line(self.parsed, chunk, self.started)
-            if out is not None:
-                yield out
-
-
 async def _stream(request: web.Request, lines: AsyncGenerator[dict[str, Any], None], translator: _StreamTranslator,
-                  generation: _Generation) -> web.StreamResponse:
+                  generation: Generation) -> web.StreamResponse:
     """SSE frames as the native lines come; an error before the first one is an answer with its status."""
     try:
         first = await anext(lines, None)
     except Exception as exc:
-        return error_answer(_as_error(exc))
+        return error_answer(as_error(exc))
     out = web.StreamResponse(status=200, headers={"Content-Type": EVENT_STREAM})
     await out.prepare(request)
     try:
@@ -100,7 +56,7 @@ async def _stream(request: web.Request, lines: AsyncGenerator[dict[str, Any], No
     except (ConnectionResetError, ConnectionError):
         raise
     except Exception as exc:
-        await out.write(resp.sse(resp.stream_error(_as_error(exc).message)))
+        await out.write(resp.sse(resp.stream_error(as_error(exc).message)))
     finally:
         await lines.aclose()  # a client that went away stops the generation (its batch row is freed)
     await out.write_eof()
@@ -112,14 +68,14 @@ async def _generation(
     fold: Callable[[list[dict[str, Any]]], dict[str, Any]], shape: Callable[..., dict[str, Any]],
     translator: _StreamTranslator, completion_id: str, started: float,
 ) -> web.StreamResponse:
-    generation = _Generation(request, parsed, line, started)
+    generation = Generation(request, parsed, line, started)
     lines = generation.lines()
     if translated.stream:
         return await _stream(request, lines, translator, generation)
     try:
         collected = [body async for body in lines]
     except Exception as exc:
-        return error_answer(_as_error(exc))
+        return error_answer(as_error(exc))
     return json_answer(shape(completion_id, fold(collected), generation.counted))
 
 
@@ -134,20 +90,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await _generation(
         request, translated, parsed, routes_generate.chat_line, routes_generate.fold_chat, resp.chat_completion,
         resp.ChatStream(completion_id, translated.include_usage), completion_id, started,
-    )
-
-
-async def completions(request: web.Request) -> web.StreamResponse:
-    started = time.perf_counter()
-    try:
-        translated = req.completion_request(req.decode(await request.read(), req.COMPLETION))
-        parsed = routes_generate.parse_generate(request, Fields(translated.native, "GenerateRequest"))
-    except OllamaError as exc:
-        return error_answer(exc)
-    completion_id = f"cmpl-{random.randrange(999)}"
-    return await _generation(
-        request, translated, parsed, routes_generate.generate_line, routes_generate.fold_generate, resp.completion,
-        resp.CompletionStream(completion_id, translated.include_usage), completion_id, started,
     )
 
 

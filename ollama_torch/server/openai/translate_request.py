@@ -16,6 +16,7 @@ from typing import Any
 
 from ...errors import BadRequest
 from ..decode import Fields, check_depth, json_kind, parse_body
+from .prompts import PromptInput, parse_prompts
 
 CHAT = "ChatCompletionRequest"
 COMPLETION = "CompletionRequest"
@@ -44,6 +45,8 @@ class Translated:
     stream: bool = False
     include_usage: bool = False
     encoding_format: str = ""
+    prompts: tuple[PromptInput, ...] = ()  # completions: one native request each, ``prompt`` set per prompt
+    echo: bool = False  # completions: the prompt comes back first (scored, with ``logprobs``)
 
 
 # -- decoding, the way Go's encoding/json reports mistakes -------------------------------------------------
@@ -339,8 +342,12 @@ def chat_request(fields: Fields) -> Translated:
 
 
 def completion_request(fields: Fields) -> Translated:
-    """``POST /v1/completions`` -> ``/api/generate`` (``prompt`` must be one string, as in Ollama)."""
-    prompt = fields.str("prompt")
+    """``POST /v1/completions`` -> ``/api/generate``, one native request per prompt (the native body holds the
+    first; ``prompts`` all of them). ``echo`` or token-id prompts make them ``raw`` (no template, the caller's
+    own text or tokens are scored). Ollama reads one string prompt and ignores ``echo``."""
+    prompts = parse_prompts(fields.raw("prompt"))
+    echo = fields.bool("echo")
+    tokenized = any(not isinstance(p, str) for p in prompts)
     options: dict[str, Any] = {}
     stop = _stop(fields.raw("stop"), strict=True)
     if stop is not None:
@@ -359,17 +366,22 @@ def completion_request(fields: Fields) -> Translated:
     options["top_p"] = _opt_float(fields, "top_p", "float32") or 1.0
 
     stream = fields.bool("stream")
-    native: dict[str, Any] = {"model": fields.str("model"), "prompt": prompt, "stream": stream, "options": options}
+    first = prompts[0] if isinstance(prompts[0], str) else ""
+    native: dict[str, Any] = {"model": fields.str("model"), "prompt": first, "stream": stream, "options": options}
     suffix = fields.str("suffix")
+    if suffix and (echo or tokenized):
+        raise BadRequest("suffix is not supported with echo or token-id prompts")
     if suffix:
         native["suffix"] = suffix
+    if echo or tokenized:
+        native["raw"] = True
     logprobs = _opt_int(fields, "logprobs")
     if logprobs is not None and logprobs > 0:
         native["logprobs"] = True
         native["top_logprobs"] = logprobs
     if fields.bool("_debug_render_only"):
         native["_debug_render_only"] = True
-    return Translated(native, native["model"], stream, _include_usage(fields))
+    return Translated(native, native["model"], stream, _include_usage(fields), prompts=prompts, echo=echo)
 
 
 def embed_request(fields: Fields) -> Translated:

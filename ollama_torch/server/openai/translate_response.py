@@ -220,8 +220,8 @@ class ChatStream:
 
 
 # -- completions --------------------------------------------------------------------------------------------
-def _completion_choice(native: dict[str, Any], offset: int = 0) -> dict[str, Any]:
-    choice = {"text": native.get("response", ""), "index": 0, "finish_reason": native.get("done_reason") or None}
+def _completion_choice(native: dict[str, Any], offset: int = 0, index: int = 0) -> dict[str, Any]:
+    choice = {"text": native.get("response", ""), "index": index, "finish_reason": native.get("done_reason") or None}
     logprobs = completion_logprobs(native.get("logprobs") or [], offset)  # Ollama drops them here; we pass them on
     if logprobs:
         choice["logprobs"] = logprobs
@@ -230,7 +230,9 @@ def _completion_choice(native: dict[str, Any], offset: int = 0) -> dict[str, Any
 
 def completion_logprobs(entries: list[dict[str, Any]], offset: int = 0) -> dict[str, Any] | None:
     """Native entries in the legacy completions shape (``tokens``, ``token_logprobs``, ``top_logprobs`` as
-    token -> logprob maps, ``text_offset`` in characters from the start of the completion)."""
+    token -> logprob maps, ``text_offset`` in characters from the start of the completion). An entry whose
+    ``logprob`` is None (an echoed prompt's first token, which nothing precedes) has ``null`` alternatives,
+    as OpenAI wrote it."""
     if not entries:
         return None
     offsets = []
@@ -240,7 +242,10 @@ def completion_logprobs(entries: list[dict[str, Any]], offset: int = 0) -> dict[
     out: dict[str, Any] = {
         "tokens": [e.get("token", "") for e in entries],
         "token_logprobs": [e.get("logprob") for e in entries],
-        "top_logprobs": [{t.get("token", ""): t.get("logprob") for t in e.get("top_logprobs", ())} for e in entries],
+        "top_logprobs": [
+            None if e.get("logprob") is None else {t.get("token", ""): t.get("logprob") for t in e.get("top_logprobs", ())}
+            for e in entries
+        ],
         "text_offset": offsets,
     }
     return out
@@ -248,29 +253,51 @@ def completion_logprobs(entries: list[dict[str, Any]], offset: int = 0) -> dict[
 
 def completion(completion_id: str, native: dict[str, Any], counted: dict[str, Any] | None = None) -> dict[str, Any]:
     """``ToCompletion``: a folded native generate answer as a ``text_completion`` (``counted``: as for chat)."""
+    return completion_choices(completion_id, [native], counted)
+
+
+def completion_choices(completion_id: str, natives: Sequence[dict[str, Any]], counted: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One ``text_completion`` for several prompts: one folded native answer per prompt, in prompt order, each
+    a choice with its ``index``; ``counted`` is the usage of all of them (else the natives' counts, added)."""
+    first = natives[0]
     return {
         "id": completion_id,
         "object": "text_completion",
-        "created": unix_time(native.get("created_at")),
-        "model": native.get("model", ""),
+        "created": unix_time(first.get("created_at")),
+        "model": first.get("model", ""),
         "system_fingerprint": FINGERPRINT,
-        "choices": [_completion_choice(native)],
-        "usage": counted or usage(native),
+        "choices": [_completion_choice(native, 0, i) for i, native in enumerate(natives)],
+        "usage": counted or add_usage([usage(n) for n in natives]),
     }
 
 
-class CompletionStream:
-    """``CompleteWriter`` for ``stream:true``: every native line is one chunk (stamped now, as Ollama does);
-    with ``include_usage`` each chunk carries a zero usage and the end adds a usage chunk; then ``[DONE]``."""
+def add_usage(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The usage of several generations: counts added, ``prompt_tokens_details`` when any part has it."""
+    total: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    cached = [p["prompt_tokens_details"]["cached_tokens"] for p in parts if "prompt_tokens_details" in p]
+    for part in parts:
+        for key in total:
+            total[key] += int(part.get(key, 0))
+    if cached:
+        total["prompt_tokens_details"] = {"cached_tokens": sum(cached)}
+    return total
 
-    def __init__(self, completion_id: str, include_usage: bool = False) -> None:
+
+class CompletionStream:
+    """``CompleteWriter`` for ``stream:true``: every native line is one chunk (stamped now, as Ollama does),
+    its choice numbered by its prompt (``index``: the lines of several prompts come interleaved); with
+    ``include_usage`` each chunk carries a zero usage and the end adds a usage chunk; once every prompt is
+    done, ``[DONE]``."""
+
+    def __init__(self, completion_id: str, include_usage: bool = False, prompts: int = 1) -> None:
         self.id = completion_id
         self.include_usage = include_usage
         self.finished = False
-        self.offset = 0  # characters sent so far (``text_offset`` of the logprobs)
-        self.counted: dict[str, Any] | None = None  # the engine's usage, set before the last line
+        self.offsets = [0] * prompts  # characters sent so far per choice (``text_offset`` of the logprobs)
+        self.usages: list[dict[str, Any] | None] = [None] * prompts  # each prompt's native counts, once done
+        self.counted: dict[str, Any] | None = None  # the engine's usage of all prompts, set before the last line
 
-    def feed(self, native: dict[str, Any], now: int | None = None) -> list[Frame]:
+    def feed(self, native: dict[str, Any], now: int | None = None, index: int = 0) -> list[Frame]:
         if "error" in native:
             self.finished = True
             return [stream_error(str(native["error"]))]
@@ -278,17 +305,20 @@ class CompletionStream:
             "id": self.id,
             "object": "text_completion",
             "created": int(time.time()) if now is None else now,
-            "choices": [_completion_choice(native, self.offset)],
+            "choices": [_completion_choice(native, self.offsets[index], index)],
             "model": native.get("model", ""),
             "system_fingerprint": FINGERPRINT,
         }
-        self.offset += sum(len(e.get("token", "")) for e in native.get("logprobs") or ())
+        self.offsets[index] += sum(len(e.get("token", "")) for e in native.get("logprobs") or ())
         if self.include_usage:
             chunk["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         frames: list[Frame] = [chunk]
         if native.get("done"):
+            self.usages[index] = usage(native)
+        if native.get("done") and all(u is not None for u in self.usages):
             if self.include_usage:
-                frames.append({**chunk, "choices": [], "usage": self.counted or usage(native)})
+                total = self.counted or add_usage([u for u in self.usages if u is not None])
+                frames.append({**chunk, "choices": [], "usage": total})
             frames.append(DONE)
             self.finished = True
         return frames

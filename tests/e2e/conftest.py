@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +39,13 @@ def upload_dir(client: ollama.Client, directory: Path, patterns: tuple[str, ...]
             if path.is_file():
                 files[path.relative_to(directory).as_posix()] = client.create_blob(path)
     return files
+
+
+def derived_dir(server: ServerProcess, model: str = "smollm2/135m") -> Path:
+    """The store's cached Safetensors conversion of the GGUF a library model was created from."""
+    manifest = json.loads((server.models / "manifests/registry.ollama.ai/library" / model).read_text())
+    digest = next(layer["digest"] for layer in manifest["layers"] if layer["mediaType"].endswith(".model"))
+    return server.models / "ollama-torch" / "derived" / digest.replace(":", "-")
 
 
 @pytest.fixture(scope="session")

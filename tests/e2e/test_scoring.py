@@ -5,9 +5,7 @@ plain forward pass over the same weights), for string and token-id prompts, seve
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +13,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from tests.e2e.conftest import derived_dir
 from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -24,13 +23,6 @@ TEXTS = [
     "Question: What color is the sky on a clear day?\nAnswer: blue",
     "1 2 3 4 5 6 7 8 9 10 11 12",
 ]
-
-
-def derived_dir(server: ServerProcess, model: str = "smollm2/135m") -> Path:
-    """The store's cached Safetensors conversion of the GGUF the model was created from."""
-    manifest = json.loads((server.models / "manifests/registry.ollama.ai/library" / model).read_text())
-    digest = next(layer["digest"] for layer in manifest["layers"] if layer["mediaType"].endswith(".model"))
-    return server.models / "ollama-torch" / "derived" / digest.replace(":", "-")
 
 
 @pytest.fixture(scope="module")

@@ -204,6 +204,28 @@ EXCHANGES: dict[str, tuple[str, list[dict[str, Any]]]] = {
             post("/v1/completions", {"model": SMOLLM2, "prompt": "Why is the sky blue?", "temperature": 0, "seed": 0, "max_tokens": 6, "stream": True}),
         ],
     ),
+    "openai_completions_echo": (
+        "/v1/completions scoring: two prompts as token ids with echo, logprobs and max_tokens 0 (every prompt "
+        "token's logprob, the first null, nothing generated; a choice per prompt); a string prompt echoed, raw, "
+        "streamed with one generated token.",
+        [
+            post("/v1/completions", {"model": SMOLLM2, "prompt": [[504, 3575, 282, 4649, 314], [4898, 314, 260, 6376, 4461, 47]],
+                                     "echo": True, "logprobs": 1, "max_tokens": 0, "temperature": 0, "seed": 0}),
+            post("/v1/completions", {"model": SMOLLM2, "prompt": "The capital of France is", "echo": True, "logprobs": 2,
+                                     "max_tokens": 1, "temperature": 0, "seed": 0, "stream": True}),
+        ],
+    ),
+    "tokenizer": (
+        "The tokenizer endpoints (vLLM's shapes): /tokenize, /detokenize, /tokenizer_info; a missing model.",
+        [
+            post("/tokenize", {"model": SMOLLM2, "prompt": "The capital of France is", "add_special_tokens": False}),
+            post("/tokenize", {"model": SMOLLM2, "content": "Paris", "return_token_strs": True}),
+            post("/detokenize", {"model": SMOLLM2, "tokens": [504, 3575, 282, 4649, 314]}),
+            get(f"/tokenizer_info?model={SMOLLM2}"),
+            post("/tokenize", {"model": "contract-missing", "prompt": "hi"}),
+            post("/detokenize", {"model": SMOLLM2, "tokens": [1, 10**9]}),
+        ],
+    ),
     "openai_embeddings": (
         "/v1/embeddings as floats and as base64.",
         [
@@ -261,7 +283,8 @@ EXCHANGES: dict[str, tuple[str, list[dict[str, Any]]]] = {
             post("/v1/chat/completions", {"model": SMOLLM2, "messages": []}),
             raw("POST", "/v1/chat/completions", ""),
             post("/v1/chat/completions", {"model": SMOLLM2, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}),
-            post("/v1/completions", {"model": SMOLLM2, "prompt": ["a", "b"]}),
+            post("/v1/completions", {"model": SMOLLM2, "prompt": ["a", [1]]}),
+            post("/v1/completions", {"model": SMOLLM2, "prompt": [], "echo": True}),
             post("/v1/embeddings", {"model": MINILM, "input": []}),
             post("/v1/embeddings", {"model": MINILM, "input": "hi", "encoding_format": "hex"}),
             get("/v1/models/contract-missing:latest"),

@@ -229,6 +229,9 @@ TOOLS = st.lists(st.fixed_dictionaries({"type": st.just("function"), "function":
     {"name": SHORT}, optional={"description": SHORT, "parameters": SCHEMAS},
 )}), max_size=2)
 NEW_NAMES = st.sampled_from(["fuzz-a", "fuzz-b:v1", "someone/fuzz-c", "Fuzz-A", "fuzz-copy"])
+# OpenAI's four prompt forms (mostly ids the tiny vocabulary has, some it does not)
+TOKEN_IDS = st.lists(st.integers(0, TINY_VOCAB - 1), min_size=1, max_size=8) | st.lists(st.integers(-3, 10**6), max_size=3)
+PROMPTS = TEXT | st.lists(SHORT, min_size=1, max_size=3) | TOKEN_IDS | st.lists(TOKEN_IDS, max_size=3)
 OPENAI_MESSAGES = st.lists(st.fixed_dictionaries({"role": ROLES, "content": st.one_of(TEXT, st.lists(st.one_of(
     st.fixed_dictionaries({"type": st.just("text"), "text": SHORT}),
     st.fixed_dictionaries({"type": st.just("image_url"), "image_url": st.fixed_dictionaries({"url": st.sampled_from(["data:image/png;base64,AAAA", "data:;base64,!!", "https://x/y.png"])})}),
@@ -306,11 +309,16 @@ VALID: dict[str, st.SearchStrategy[dict[str, Any]]] = {
                                      SCHEMAS.map(lambda s: {"type": "json_schema", "json_schema": {"name": "x", "schema": s}})),
         "reasoning_effort": st.sampled_from(["none", "low", "high", "bogus"]),
     }),
-    "/v1/completions": st.fixed_dictionaries({"model": GEN_MODELS, "prompt": TEXT}, optional={
+    "/v1/completions": st.fixed_dictionaries({"model": GEN_MODELS, "prompt": PROMPTS}, optional={
         "max_tokens": st.integers(0, MAX_TOKENS), "temperature": st.floats(0, 2), "top_p": st.floats(0, 1),
         "stream": st.booleans(), "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
         "stop": SHORT | st.lists(SHORT, max_size=2), "seed": st.integers(0, 2**31), "suffix": st.just(""),
+        "echo": st.booleans(), "logprobs": st.integers(0, 5),
     }),
+    "/tokenize": st.fixed_dictionaries({"model": GEN_MODELS | EMBED_MODELS, "prompt": TEXT}, optional={
+        "add_special_tokens": st.booleans(), "return_token_strs": st.booleans(), "content": TEXT, "add_special": st.booleans(),
+    }),
+    "/detokenize": st.fixed_dictionaries({"model": GEN_MODELS | EMBED_MODELS, "tokens": TOKEN_IDS | st.lists(JUNK, max_size=3)}),
     "/v1/embeddings": st.fixed_dictionaries({"model": EMBED_MODELS, "input": TEXT | st.lists(TEXT, min_size=1, max_size=3)}, optional={
         "dimensions": st.integers(0, 40), "encoding_format": st.sampled_from(["float", "base64", "FLOAT"]),
     }),
@@ -581,6 +589,12 @@ def test_fuzz_openai_model_names(fuzz: Fuzz) -> None:
     names = NAMES.filter(bool)
     with fuzz.watched():
         run_fuzz(names, lambda name: fuzz.check("GET", name, fuzz.send("GET", f"/v1/models/{_segment(name)}")))
+
+
+def test_fuzz_tokenizer_info_model_names(fuzz: Fuzz) -> None:
+    query = st.one_of(st.just(""), NAMES.map(lambda n: "?" + urllib.parse.urlencode({"model": n})))
+    with fuzz.watched():
+        run_fuzz(query, lambda q: fuzz.check("GET", q, fuzz.send("GET", f"/tokenizer_info{q}")))
 
 
 # -- known server bugs, found by this fuzz, fixed: each test keeps its bug fixed ---------------------

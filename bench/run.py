@@ -26,6 +26,7 @@ SECTIONS = [
     ("embed", "Embeddings vs sentence-transformers", "embed_bench.py"),
     ("quant", "Quantization: memory, quality and speed", "quant_bench.py"),
     ("adapters", "LoRA adapters: mixed batches and first use", "adapter_bench.py"),
+    ("lmeval", "lm-evaluation-harness loglikelihood requests: the server vs lm-eval's hf backend", "lmeval_bench.py"),
 ]
 
 

@@ -149,6 +149,30 @@ def test_worker_scores_prompts_as_transformers_does(tiny_llama_dir: Path, refere
         worker.close()
 
 
+def test_a_long_scored_prompt_is_not_read_in_chunks(tiny_llama_dir: Path, reference: Any) -> None:
+    """Chunked prefill reads a long prompt that arrives while others decode into a cache of its own, computing
+    no logits: a scored prompt prefills whole instead, and is still scored as Transformers scores it."""
+    tok = reference.tokenizer
+    worker = ModelWorker(_loaded(tiny_llama_dir, True), max_rows=4, prefill_chunk=4)
+    try:
+        decoding: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        worker.submit(GenerationRequest(tok.encode(PROMPTS[1]), GenerationOptions(num_ctx=512, temperature=0, num_predict=40),
+                                        decoding.put))
+        first = decoding.get(timeout=60)
+        assert isinstance(first, TextEvent)  # it is decoding now
+        ids = tok.encode(PROMPTS[2])  # far longer than a 4-token chunk
+        scored: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        worker.submit(GenerationRequest(ids, GenerationOptions(num_ctx=512, temperature=0, num_predict=1), scored.put,
+                                        top_logprobs=2, prompt_logprobs=True))
+        events = [scored.get(timeout=60)]
+        while not isinstance(events[-1], (DoneEvent, ErrorEvent)):
+            events.append(scored.get(timeout=60))
+        assert isinstance(events[0], PromptEvent), events
+        assert [e.logprob for e in events[0].logprobs] == pytest.approx(reference(ids), abs=1e-4)
+    finally:
+        worker.close()
+
+
 def test_token_bytes_of_the_first_token(tiny_llama_dir: Path, reference: Any) -> None:
     tok = reference.tokenizer
     ids = tok.encode("héllo wörld")

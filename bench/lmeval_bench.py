@@ -9,7 +9,8 @@ tokenizer does), the HTTP requests, reading the logprobs. The server is started 
 SmolLM2 only. Rounds alternate between the configurations so that noise from other processes hits all alike;
 the best round counts. Every configuration's loglikelihoods are checked against ``hf``'s.
 
-Prints (and with ``--out PATH`` writes) a markdown section. About 3 min on 2 cores.
+Prints (and with ``--out PATH`` writes) a markdown section. About 5 min a round on 2 cores with other jobs
+running (20 min for the default 2 rounds at a load average of 5-6): run it on an idle machine.
 Usage: ``python bench/lmeval_bench.py [--out PATH] [--rounds N]``
 """
 

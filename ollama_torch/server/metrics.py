@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from ..engine.api import (
     Chunk,
     Content,
+    DetokenizeCall,
     Done,
     EmbedCall,
     Embeddings,
@@ -42,6 +43,9 @@ from ..engine.api import (
     Reranked,
     RunnerStatus,
     Thinking,
+    TokenizeCall,
+    Tokenized,
+    TokenizerInfo,
     ToolCalls,
 )
 from ..names import ModelName
@@ -174,6 +178,15 @@ class MeteredEngine:
         result = await self.inner.rerank(call)
         self.metrics.prompt_tokens.labels(model_label(call.model)).inc(result.prompt_eval_count)
         return result
+
+    async def tokenize(self, call: TokenizeCall) -> Tokenized:
+        return await self.inner.tokenize(call)
+
+    async def detokenize(self, call: DetokenizeCall) -> str:
+        return await self.inner.detokenize(call)
+
+    async def tokenizer_info(self, model: StoredModel) -> TokenizerInfo:
+        return await self.inner.tokenizer_info(model)
 
     async def load(self, model: StoredModel, keep_alive: float | None) -> None:
         await self.inner.load(model, keep_alive)

@@ -10,8 +10,8 @@ on the same weights (the store's Safetensors conversion of the SmolLM2 GGUF) in 
 - ``ot_short_answer`` (10 questions, ``generate_until``) through ``local-chat-completions`` with
   ``apply_chat_template``: the same answers as ``hf``'s greedy generation.
 
-A base+adapter model against ``hf`` with ``peft=`` belongs with the adapters (issue 14's other half):
-``evaluate_base_and_adapter`` below is the hook it needs.
+- A LoRA fine-tune (trained here on SmolLM2 with PEFT) created ``FROM`` the base with the adapter, through
+  ``local-completions``, against ``hf`` with ``peft=`` the adapter: the same loglikelihoods and accuracy.
 """
 
 from __future__ import annotations
@@ -110,13 +110,48 @@ def test_generate_until_through_chat_completions_matches_hf(eval_server: ServerP
 
 
 def evaluate_base_and_adapter(server: ServerProcess, model: str, base_dir: Path, adapter_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The adapters' check (not run here): ``model`` created ``FROM`` the base with ``ADAPTER adapter_dir``,
-    scored through the server and by ``hf`` with ``peft=adapter_dir``; compare as in
-    ``test_loglikelihood_through_the_server_matches_hf``. The server's store must hold that one model only
-    (or pass ``tokenizer_backend=huggingface,tokenizer=<base_dir>``)."""
+    """``model`` (created ``FROM`` the base with ``ADAPTER adapter_dir``) scored through the server, and the
+    base with ``peft=adapter_dir`` scored by ``hf``. The store holds the base too, so the remote tokenizer
+    would have to guess: lm-eval reads the base's own tokenizer files instead (the adapter keeps them)."""
     task = "ot_multiple_choice"
-    ours = evaluate("local-completions", {"model": model, "base_url": f"{server.url}/v1/completions", "num_concurrent": 2},
+    ours = evaluate("local-completions", {"model": model, "base_url": f"{server.url}/v1/completions", "num_concurrent": 2,
+                                          "tokenizer_backend": "huggingface", "tokenizer": str(base_dir)},
                     task, batch_size=4)
     theirs = evaluate("hf", {"pretrained": str(base_dir), "peft": str(adapter_dir), "dtype": "float32", "device": "cpu"},
                       task, batch_size=8)
     return ours, theirs
+
+
+def test_base_and_adapter_match_hf_with_peft(eval_server: ServerProcess, tmp_path: Path) -> None:
+    """A fine-tune evaluated as its users do (issue 14): a LoRA trained here on SmolLM2, created ``FROM`` the
+    base with the adapter, scored by lm-eval through ``local-completions`` and by ``hf`` with ``peft=``: the same
+    loglikelihoods (within 1e-2), greedy flags and accuracy, and different from the base's, so the adapter counts."""
+    from tests.lora_support import train_lora
+
+    client = ollama.Client(host=eval_server.url, timeout=600)
+    base = derived_dir(eval_server)
+    adapter = train_lora(base, tmp_path / "smol-lora", seed=4, steps=3)
+    files = {f"{adapter.name}/{p.name}": client.create_blob(p) for p in sorted(adapter.iterdir()) if p.name.startswith("adapter_")}
+    client.create(model="smollm2-lora", from_=MODEL, adapters=files)
+    task = "ot_multiple_choice"
+    try:
+        ours, theirs = evaluate_base_and_adapter(eval_server, "smollm2-lora:latest", base, adapter)
+        base_run = evaluate("hf", hf_args(eval_server), task, batch_size=8)
+    finally:
+        client.delete("smollm2-lora")
+    ours_docs, their_docs, base_docs = by_doc(ours, task), by_doc(theirs, task), by_doc(base_run, task)
+    assert len(ours_docs) == len(their_docs) == 40
+    worst, moved = 0.0, 0.0
+    for doc_id, sample in their_docs.items():
+        pairs = zip((r[0] for r in sample["resps"]), (r[0] for r in ours_docs[doc_id]["resps"]),
+                    (r[0] for r in base_docs[doc_id]["resps"]), strict=True)
+        for (ll_theirs, greedy_theirs), (ll_mine, greedy_mine), (ll_base, _) in pairs:
+            assert abs(ll_mine - ll_theirs) < 1e-2, (doc_id, ll_mine, ll_theirs)
+            assert greedy_mine == greedy_theirs, doc_id
+            worst = max(worst, abs(ll_mine - ll_theirs))
+            moved = max(moved, abs(ll_theirs - ll_base))
+    assert moved > 0.1, "the adapter did not change the scores: the check would not see it ignored"
+    for metric in ("acc,none", "acc_norm,none"):
+        assert ours["results"][task][metric] == theirs["results"][task][metric], metric
+    print(f"\nbase+adapter {task}: acc {ours['results'][task]['acc,none']:.3f} (both; base "
+          f"{base_run['results'][task]['acc,none']:.3f}); largest difference {worst:.2e}, adapter moved scores by up to {moved:.2f}")

@@ -78,7 +78,10 @@ def test_echo_of_token_ids_then_generated_tokens(oai: OpenAI, smollm2: str, hf: 
         assert lp.token_logprobs[1:-1] == pytest.approx(hf(prompt), abs=1e-4)
         assert lp.token_logprobs[-1] == pytest.approx(max(lp.top_logprobs[-1].values()), abs=1e-6)  # greedy
     again = oai.completions.create(model=smollm2, prompt=ids[0], echo=True, logprobs=1, max_tokens=0)
-    assert again.choices[0].logprobs.token_logprobs == done.choices[0].logprobs.token_logprobs[:-1]  # type: ignore[union-attr]
+    # alone vs in a batch of two: the same values up to float32 rounding (the batch's shapes change the sums)
+    assert again.choices[0].logprobs.token_logprobs[0] is None  # type: ignore[union-attr]
+    assert again.choices[0].logprobs.token_logprobs[1:] == pytest.approx(  # type: ignore[union-attr]
+        done.choices[0].logprobs.token_logprobs[1:-1], abs=1e-5)  # type: ignore[union-attr]
 
 
 def test_echo_streamed(oai: OpenAI, smollm2: str, hf: Any) -> None:

@@ -180,3 +180,27 @@ def test_numbers_compare_within_tolerance_base64_included() -> None:
     far = {"status": 200, "content_type": "application/json", "json": {"data": [{"embedding": b64([0.6, -0.25])}], "v": [0.1]}}
     assert contract.compare_responses(golden, close, tol=1e-4) == []
     assert contract.compare_responses(golden, far, tol=1e-4)
+
+
+def test_no_mapping_repeats_a_key() -> None:
+    """YAML loaders keep the last of two equal keys silently: a path's responses written twice (a merge that
+    interleaved two paths did this once) would hide the first from every check above."""
+    import yaml
+
+    repeated: list[str] = []
+
+    def walk(node: yaml.Node) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    if key.value in seen:
+                        repeated.append(f"{key.value!r} at line {key.start_mark.line + 1}")
+                    seen.add(key.value)
+                walk(value)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                walk(item)
+
+    walk(yaml.compose((Path(__file__).resolve().parents[2] / "api" / "openapi.yaml").read_text()))
+    assert not repeated

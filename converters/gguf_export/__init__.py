@@ -12,7 +12,7 @@ from .families import SUPPORTED_ARCHITECTURES
 from .inverse import derive_hf
 from .retype import retype_gguf
 from .types import FLOAT_TYPES, GGUFType, UnsupportedGGUFType, available_types, parse_gguf_type
-from .writer import Progress, Source, export_hf, load_source
+from .writer import Progress, Source, check_exportable, export_hf, load_source
 
 __all__ = [
     "FLOAT_TYPES",
@@ -23,6 +23,7 @@ __all__ = [
     "UnsupportedExport",
     "UnsupportedGGUFType",
     "available_types",
+    "check_exportable",
     "derive_hf",
     "export_hf",
     "load_source",

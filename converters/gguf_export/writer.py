@@ -55,8 +55,9 @@ class Source:
         return int(embed.shape[0])
 
 
-def load_source(model_dir: Path) -> Source:
-    """Load a Hugging Face directory for export; ``UnsupportedExport`` when it cannot be exported."""
+def load_source(model_dir: Path, *, weights: bool = True) -> Source:
+    """Load a Hugging Face directory for export; ``UnsupportedExport`` when it cannot be exported. Without
+    ``weights`` the model is built on the meta device: names and shapes only, for ``check_exportable``."""
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
@@ -68,14 +69,34 @@ def load_source(model_dir: Path) -> Source:
     family = family_for(config)
     hp = hparams_of(config)
     auto = AutoModel if family.encoder else AutoModelForCausalLM
-    model = auto.from_pretrained(str(model_dir), dtype="auto")
+    if weights:
+        model = auto.from_pretrained(str(model_dir), dtype="auto")
+    else:
+        with torch.device("meta"):
+            model = auto.from_config(config)
     state = dict(model.state_dict())
     first = next(t for t in state.values() if t.is_floating_point())
     dtype = {torch.float16: "F16", torch.bfloat16: "BF16"}.get(first.dtype, "F32")
     tied = bool(getattr(model.config, "tie_word_embeddings", False)) or not family.has_output
-    if family.encoder:  # BertModel's state dict has no "bert." prefix; a pooler is not exported
-        state = {n: t for n, t in state.items() if not n.startswith("pooler.")}
     return Source(model_dir, config, family, hp, state, tied, dtype)
+
+
+def check_exportable(model_dir: Path) -> None:
+    """Everything ``export_hf`` would refuse (architecture, configuration, tensors, tokenizer), decided
+    without loading the weights, so a server can answer 400 before it starts streaming."""
+    src = load_source(model_dir, weights=False)
+    from .families import write_hparams
+
+    write_hparams(_NullWriter(), src.family, src.config, src.hp)  # runs the family's checks
+    plan(src)
+    read_vocab(src.model_dir, src.vocab_rows, src.config)
+
+
+class _NullWriter:
+    """Takes any ``add_*`` call and keeps nothing (the metadata pass of ``check_exportable``)."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
 
 
 def export_hf(
@@ -204,6 +225,20 @@ def _pooling(model_dir: Path) -> int:
     return _POOLING[modes[0]]
 
 
+_LOG_CALLBACK: Any = None  # kept alive for as long as llama.cpp may call it
+
+
+def _quiet(llama_cpp: Any) -> None:
+    """llama.cpp's quantizer writes a line per tensor to stderr; route its log into ours, at debug level."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:
+        def forward(level: int, text: bytes, data: Any) -> None:
+            log.debug("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
+
+        _LOG_CALLBACK = llama_cpp.llama_log_callback(forward)
+        llama_cpp.llama_log_set(_LOG_CALLBACK, None)
+
+
 def llama_cpp_quantize(src: Path, dst: Path, target: GGUFType) -> None:
     """llama.cpp's own quantizer (``llama_model_quantize``) from a float GGUF; the output keeps every
     metadata key and gets llama.cpp's per-tensor mixture for ``target``."""
@@ -211,6 +246,7 @@ def llama_cpp_quantize(src: Path, dst: Path, target: GGUFType) -> None:
         import llama_cpp
     except ImportError:
         raise UnsupportedExport(f"GGUF type {target.name} needs llama.cpp's quantizer (pip install llama-cpp-python)") from None
+    _quiet(llama_cpp)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = target.file_type
     params.nthread = 0  # llama.cpp's default: the hardware threads

@@ -13,6 +13,7 @@ import sys
 
 from aiohttp import web
 
+from .create.export import export_model
 from .create.service import create_model
 from .demo import DemoModelMissing, demo_gguf
 from .engine.front import Engine
@@ -72,7 +73,7 @@ async def _serve(settings: Settings, demo: bool = False) -> None:
     if demo:
         await asyncio.to_thread(ensure_demo_model, store)
     engine = Engine(settings, store)
-    app = make_app(settings, store=store, engine=engine, create=create_model)
+    app = make_app(settings, store=store, engine=engine, create=create_model, export=export_model)
 
     async def close_engine(_app: web.Application) -> None:
         await engine.close()

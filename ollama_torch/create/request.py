@@ -22,6 +22,22 @@ class CreateModel(Protocol):
     def __call__(self, store: ModelStore, req: CreateRequest, emit: Emit, *, noprune: bool = False, pull: Pull | None = None) -> None: ...
 
 
+@dataclass(frozen=True)
+class ExportRequest:
+    """``POST /api/x/export``: write a stored model as one GGUF file (ollama-torch extension)."""
+
+    name: ModelName
+    quantize: str = ""  # a GGUF type (F16, Q8_0, Q4_K_M, ...); empty: the model's own type
+
+
+class ExportModel(Protocol):
+    """``create.export.export_model``, handed to the HTTP layer as ``CreateModel`` is: it streams the export's
+    statuses through ``emit`` and ends with ``{"status": "success", "blob": <digest>, "size": <bytes>,
+    "quantization_level": <type>}``; the file is a blob the client downloads from ``/api/x/blobs/<digest>``."""
+
+    def __call__(self, store: ModelStore, req: ExportRequest, emit: Emit) -> None: ...
+
+
 def validate_file_path(path: str) -> str:
     """Go's ``fs.ValidPath`` (slash-separated, no empty, ``.`` or ``..`` element, no leading or trailing
     slash), plus no backslash or NUL: a ``files`` key can never escape the model directory."""
@@ -44,6 +60,7 @@ class CreateRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, Any]] = field(default_factory=list)
     quantize: str = ""
+    gguf: bool = False  # store the weights as one GGUF layer, as Ollama does (ollama-torch extension)
 
     def validate(self) -> None:
         """The checks Ollama's handler makes before streaming, in its order."""

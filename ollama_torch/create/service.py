@@ -19,15 +19,19 @@ import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, ModelNotFound, NotImplementedYet
 from ..names import ModelName
 from ..store import BlobPins, ConfigV2, Layer, Manifest, MediaType, ModelStore
 from ..store.manifest import go_json
+from . import gguf
 from .derived import ensure_gguf_converted
 from .quantize import QuantScheme, check_quantizable, media_type_for, parse_scheme, quantize_layers
 from .request import CreateRequest, Emit, Pull
+
+if TYPE_CHECKING:
+    from converters.gguf_export import GGUFType
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +64,14 @@ class _Layers:
         self.pins.add(layer.digest)
         self.items.append((layer, f"using existing layer {layer.digest}"))
 
-    def new(self, data: bytes, media_type: str) -> None:
+    def new(self, data: bytes, media_type: str, status: str = "") -> None:
         blobs = self.store.blobs
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         self.pins.add(digest)
-        status = "using existing layer" if blobs.exists(digest) else "creating new layer"
+        if not status:
+            status = ("using existing layer" if blobs.exists(digest) else "creating new layer") + f" {digest}"
         blobs.write_bytes(data)
-        self.items.append((Layer(media_type, digest, len(data)), f"{status} {digest}"))
+        self.items.append((Layer(media_type, digest, len(data)), status))
 
     def remove(self, *media_types: str) -> None:
         self.items = [(layer, s) for layer, s in self.items if layer.media_type not in media_types]
@@ -85,13 +90,16 @@ def create_model(
 ) -> None:
     """Create ``req.name``, reporting progress through ``emit``. Raises ``OllamaError``s."""
     req.validate()
-    scheme = parse_scheme(req.quantize)
+    scheme = None if req.gguf else parse_scheme(req.quantize)
+    gguf_type = gguf.parse_type(req.quantize) if req.gguf else None
+    if req.gguf and req.adapters:
+        raise NotImplementedYet("exporting LoRA adapters to GGUF is not supported yet; create the GGUF model without 'adapters'")
     if req.template:
         _check_template(req.template)
     parameters = _check_parameters(req.parameters)
 
     with store.pinning() as pins:
-        _create(store, req, emit, _Layers(store, pins), scheme, parameters, noprune=noprune, pull=pull)
+        _create(store, req, emit, _Layers(store, pins), scheme, parameters, noprune=noprune, pull=pull, gguf_type=gguf_type)
     emit({"status": "success"})
 
 
@@ -105,6 +113,7 @@ def _create(
     *,
     noprune: bool,
     pull: Pull | None,
+    gguf_type: GGUFType | None = None,
 ) -> None:
     if req.from_:
         config = _from_model(store, req, layers, emit, pull, scheme)
@@ -117,9 +126,11 @@ def _create(
         if kind == "safetensors":
             config = _from_safetensors(store, req, layers, emit, scheme)
         else:
-            config = _from_gguf(store, req, layers, emit, scheme)
+            config = _from_gguf(store, req, layers, emit, scheme, gguf_type)
     if scheme is not None:
         layers.items, config = quantize_layers(store, layers.items, config, scheme, emit, layers.pins)
+    if req.gguf:
+        config = _to_gguf(store, req, layers, config, gguf_type, emit)
     if req.adapters:
         _add_adapters(store, req.adapters, layers, emit)
 
@@ -185,6 +196,8 @@ def _from_safetensors(store: ModelStore, req: CreateRequest, layers: _Layers, em
             check_architecture(model_dir, info)
         except UnsupportedModel as exc:
             raise BadRequest(str(exc)) from None
+        if req.gguf:
+            gguf.check_hf_dir(model_dir)
     check_quantizable(scheme, info.file_type)
     emit({"status": "converting model"})
     for rel in sorted(req.files):
@@ -203,7 +216,9 @@ def _from_safetensors(store: ModelStore, req: CreateRequest, layers: _Layers, em
     )
 
 
-def _from_gguf(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit, scheme: QuantScheme | None) -> ConfigV2:
+def _from_gguf(
+    store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit, scheme: QuantScheme | None, gguf_type: GGUFType | None = None
+) -> ConfigV2:
     from converters.gguf_info import read_gguf_info
 
     candidates = sorted(p for p, d in req.files.items() if p.endswith(".gguf") or _is_gguf_blob(store, d))
@@ -222,6 +237,7 @@ def _from_gguf(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emi
         raise NotImplementedYet("GGUF vision projectors are not supported yet")
     _check_gguf_architecture(info.architecture)
     check_quantizable(scheme, info.file_type)
+    gguf.check_retype(info.file_type, gguf_type)
     emit({"status": "parsing GGUF"})
     ensure_gguf_converted(store, digest, emit)
     layers.existing(Layer(MediaType.MODEL, digest, store.blobs.size(digest)))
@@ -257,6 +273,39 @@ def _check_gguf_architecture(architecture: str) -> None:
 def _is_gguf_blob(store: ModelStore, digest: str) -> bool:
     with store.blobs.open(digest) as f:
         return f.read(4) == b"GGUF"
+
+
+# -- GGUF ---------------------------------------------------------------------------------------------
+def _to_gguf(store: ModelStore, req: CreateRequest, layers: _Layers, config: ConfigV2, gguf_type: GGUFType | None, emit: Emit) -> ConfigV2:
+    """The weights as one GGUF model layer (``gguf.py``), with the template, stop words and default system
+    prompt Ollama would give the model unless the request or its source already sets a template."""
+    from .template_match import match_template
+
+    if req.from_:  # a source from files was checked before the first status line
+        gguf.preflight(store, layers.items, config, gguf_type)
+    result = gguf.make_gguf(store, layers.items, config, gguf_type, emit, name=req.name.display_shortest, derive=True)
+    layers.pins.add(result.digest)
+    hf_dir = ensure_gguf_converted(store, result.digest, emit)  # the exported file's exact inverse, or Transformers' reading
+    status = "creating new layer" if result.created else "using existing layer"
+    layers.remove(MediaType.MODEL, *gguf.HF_TYPES)
+    layers.items.insert(0, (Layer(MediaType.MODEL, result.digest, result.size), f"{status} {result.digest}"))
+    if not req.template and not layers.of_type(MediaType.TEMPLATE) and not layers.of_type(MediaType.PROMPT):
+        choice = match_template(hf_dir, gguf.add_bos(store, result.digest))
+        if choice is not None:
+            layers.new(choice.template.encode(), MediaType.TEMPLATE, status=f"using autodetected template {choice.name}")
+            if not any("stop" in _layer_json(store, layer) for layer in layers.of_type(MediaType.PARAMS)):
+                layers.new((go_json({"stop": list(choice.stop)}) + "\n").encode(), MediaType.PARAMS)
+            if choice.system and not req.system and not layers.of_type(MediaType.SYSTEM):
+                layers.new(choice.system.encode(), MediaType.SYSTEM)
+    return gguf.gguf_config(store, result, config)
+
+
+def _layer_json(store: ModelStore, layer: Layer) -> dict[str, Any]:
+    try:
+        value = json.loads(store.blobs.read_bytes(layer.digest))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 # -- adapters -----------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..create import CreateModel
+from ..create import CreateModel, ExportModel
 from ..engine.api import EngineAPI
 from ..errors import Forbidden, InternalError, OllamaError
 from ..registry import Transfers
@@ -29,6 +29,7 @@ from . import (
     responses,
     routes_create,
     routes_embed,
+    routes_export,
     routes_generate,
     routes_models,
     routes_registry,
@@ -36,7 +37,7 @@ from . import (
     routes_tokenize,
 )
 from .auth import auth_middleware
-from .state import CREATE, ENGINE, SETTINGS, STORE, TRANSFERS
+from .state import CREATE, ENGINE, EXPORT, SETTINGS, STORE, TRANSFERS
 from .streaming import error_response
 
 log = logging.getLogger(__name__)
@@ -186,11 +187,13 @@ def make_app(
     store: ModelStore | None = None,
     engine: EngineAPI | None = None,
     create: CreateModel | None = None,
+    export: ExportModel | None = None,
     transfers: Transfers | None = None,
 ) -> web.Application:
     """The application over its services, handed in by the composition root (``ollama_torch.serve``) or a
     test: the model store, the engine (``engine.front.Engine`` or a scripted stand-in), the create service
-    (``create.service.create_model``) and the registry's transfers. Without an engine or a create service
+    (``create.service.create_model``), the GGUF export (``create.export.export_model``) and the registry's
+    transfers. Without an engine or a create service
     the routes that need them answer 500."""
     measured = metrics.Metrics()
     # metrics outermost: refusals (host, CORS, key) are requests too
@@ -209,8 +212,11 @@ def make_app(
         app[ENGINE] = metrics.MeteredEngine(engine, measured)
     if create is not None:
         app[CREATE] = create
+    if export is not None:
+        app[EXPORT] = export
     routes_models.setup(app)
     routes_create.setup(app)
+    routes_export.setup(app)
     routes_generate.setup(app)
     routes_embed.setup(app)
     routes_rerank.setup(app)  # /api/rerank and /v1/rerank

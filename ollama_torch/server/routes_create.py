@@ -40,6 +40,7 @@ def parse_create_request(fields: Fields) -> CreateRequest:
         parameters=fields.dict("parameters"),
         messages=[{**m, "role": str(m.get("role", "")).lower()} for m in messages],
         quantize=fields.str("quantize") or fields.str("quantization"),
+        gguf=fields.bool("gguf"),
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..create import CreateModel
+from ..create import CreateModel, ExportModel
 from ..engine.api import EngineAPI
 from ..registry import Transfers
 from ..settings import Settings
@@ -18,6 +18,7 @@ STORE = web.AppKey("store", ModelStore)
 ENGINE = web.AppKey("engine", EngineAPI)  # ollama_torch.engine.front.Engine, or a scripted stand-in
 TRANSFERS = web.AppKey("registry_transfers", Transfers)  # in-flight downloads, shared by concurrent pulls
 CREATE = web.AppKey("create", CreateModel)  # ollama_torch.create.service.create_model (it runs the converters)
+EXPORT = web.AppKey("export", ExportModel)  # ollama_torch.create.export.export_model (it runs the converters)
 
 
 def engine_of(app: web.Application) -> EngineAPI:
@@ -38,3 +39,13 @@ def create_of(app: web.Application) -> CreateModel:
     if create is None:
         raise InternalError("model creation is not available")
     return create
+
+
+def export_of(app: web.Application) -> ExportModel:
+    """The GGUF export service, or a 500 when the server was built without it."""
+    from ..errors import InternalError
+
+    export = app.get(EXPORT)
+    if export is None:
+        raise InternalError("model export is not available")
+    return export

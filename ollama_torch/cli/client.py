@@ -7,6 +7,7 @@ with the server's message; a server that is not there becomes ``ConnectError``.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 from collections.abc import Callable, Iterator
@@ -174,6 +175,32 @@ class Client:
         if resp.status >= 400:
             raise ResponseError(resp.status, _error_message(resp.status, raw))
 
+    def download_blob(self, digest: str, dest: Path, on_progress: Callable[[int, int], None] | None = None) -> None:
+        """``GET /api/x/blobs/<digest>`` (ollama-torch) into ``dest``, streamed and hashed as it is written;
+        the file only appears under ``dest`` when its sha256 is ``digest``."""
+        conn, resp = self._send("GET", f"/api/x/blobs/{digest}", accept="application/octet-stream")
+        tmp = dest.with_name(f".{dest.name}.partial")
+        try:
+            if resp.status >= 400:
+                raise ResponseError(resp.status, _error_message(resp.status, resp.read()))
+            total = int(resp.getheader("Content-Length") or 0)
+            sha, done = hashlib.sha256(), 0
+            with open(tmp, "wb") as f:
+                while chunk := resp.read(CHUNK):
+                    f.write(chunk)
+                    sha.update(chunk)
+                    done += len(chunk)
+                    if on_progress is not None:
+                        on_progress(done, total)
+            if f"sha256:{sha.hexdigest()}" != digest:
+                raise ClientError(f"download of {digest} does not match its digest")
+            tmp.replace(dest)
+        except (OSError, http.client.HTTPException) as exc:
+            raise ClientError(f"download {digest}: {exc}") from None
+        finally:
+            conn.close()
+            tmp.unlink(missing_ok=True)
+
     # -- the API -----------------------------------------------------------------------------------
     def heartbeat(self) -> None:
         conn, resp = self._send("HEAD", "/")
@@ -203,6 +230,10 @@ class Client:
 
     def create(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         return self.stream("POST", "/api/create", request)
+
+    def export(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """``POST /api/x/export`` (ollama-torch): the export's statuses, the last naming the GGUF's blob."""
+        return self.stream("POST", "/api/x/export", request)
 
     def pull(self, model: str, insecure: bool = False) -> Iterator[dict[str, Any]]:
         body: dict[str, Any] = {"model": model}

@@ -111,7 +111,7 @@ class StatusRenderer:
             self.spinner = self.progress.spinner(status)
 
 
-def create_command(client: Client, name: str, file: str | None, quantize: str | None) -> None:
+def create_command(client: Client, name: str, file: str | None, quantize: str | None, *, gguf: bool = False) -> None:
     if not ModelName.parse(name).is_valid:
         raise ClientError(f"invalid model name: {name}")
     text, base_dir = read_modelfile(file)
@@ -126,6 +126,8 @@ def create_command(client: Client, name: str, file: str | None, quantize: str | 
         request = {"model": name, **request}
         if quantize:
             request["quantize"] = quantize
+        if gguf:
+            request["gguf"] = True
         render = StatusRenderer(progress, "pulling", status=status)
         render.spinner = spinner
         for resp in client.create(request):

@@ -35,7 +35,13 @@ def _serve(args: argparse.Namespace, client: Client, settings: Settings) -> None
 def _create(args: argparse.Namespace, client: Client, settings: Settings) -> None:
     from .create import create_command
 
-    create_command(client, args.model, args.file, args.quantize)
+    create_command(client, args.model, args.file, args.quantize, gguf=args.gguf)
+
+
+def _export(args: argparse.Namespace, client: Client, settings: Settings) -> None:
+    from .export import export_command
+
+    export_command(client, args.model, args.output, args.quantize)
 
 
 def _show(args: argparse.Namespace, client: Client, settings: Settings) -> None:
@@ -97,6 +103,7 @@ def _simple(name: str) -> Handler:
 COMMANDS: dict[str, tuple[Handler, str]] = {
     "serve": (_serve, "Start ollama-torch"),
     "create": (_create, "Create a model"),
+    "export": (_export, "Write a model as a GGUF file"),
     "show": (_show, "Show information for a model"),
     "run": (_run, "Run a model"),
     "stop": (_simple("stop"), "Stop a running model"),
@@ -125,6 +132,13 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         p.add_argument("model")
         p.add_argument("-f", "--file", help='Name of the Modelfile (default "Modelfile")')
         p.add_argument("-q", "--quantize", help="Quantize model to this level (e.g. q4_K_M)")
+        p.add_argument(
+            "--gguf", action="store_true", help="Store the weights as one GGUF file, as Ollama does (runs in stock Ollama)"
+        )
+    elif name == "export":
+        p.add_argument("model")
+        p.add_argument("-o", "--output", required=True, help="The GGUF file to write")
+        p.add_argument("-q", "--quantize", help="GGUF type (f32, f16, bf16, q8_0, q4_0, q4_K_M, ...)")
     elif name == "show":
         p.add_argument("model")
         for field in ("license", "modelfile", "parameters", "template", "system"):

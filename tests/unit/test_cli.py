@@ -821,3 +821,59 @@ def test_repl_keeps_history(
         {"role": "assistant", "content": "Hi!"},
         {"role": "user", "content": "How are you?"},
     ]
+
+
+# -- export ---------------------------------------------------------------------------------------------
+GGUF_BYTES = "GGUF pretend model bytes\n"
+
+
+def _export_routes(fake: FakeOllama, served: str = GGUF_BYTES) -> str:
+    digest = _digest(GGUF_BYTES.encode())
+    fake.routes["POST", "/api/x/export"] = lambda req: (200, [
+        {"status": "exporting mini:latest"},
+        {"status": "converting model to GGUF Q8_0", "digest": "0000000000000000000", "total": 10, "completed": 0},
+        {"status": "converting model to GGUF Q8_0", "digest": "0000000000000000000", "total": 10, "completed": 10},
+        {"status": "success", "blob": digest, "size": len(GGUF_BYTES), "quantization_level": "Q8_0"},
+    ])
+    fake.routes["GET", f"/api/x/blobs/{digest}"] = lambda req: (200, served)
+    return digest
+
+
+def test_export_writes_the_downloaded_gguf(fake: FakeOllama, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    digest = _export_routes(fake)
+    out = tmp_path / "mini.gguf"
+    rc, stdout, err = run_cli(capsys, "export", "mini", "-o", str(out), "-q", "q8_0")
+    assert rc == 0, err
+    assert out.read_text() == GGUF_BYTES
+    assert fake.body("POST", "/api/x/export") == {"model": "mini", "quantize": "q8_0"}
+    assert fake.calls() == [("POST", "/api/x/export"), ("GET", f"/api/x/blobs/{digest}")]
+    assert f"wrote {out} (Q8_0, 0.0 MB)" in stdout
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_export_refuses_a_download_that_is_not_the_named_blob(fake: FakeOllama, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    digest = _export_routes(fake, served="something else\n")
+    out = tmp_path / "mini.gguf"
+    rc, _, err = run_cli(capsys, "export", "mini", "-o", str(out))
+    assert rc == 1 and f"Error: download of {digest} does not match its digest" in err
+    assert not out.exists() and not list(tmp_path.glob(".*partial"))
+
+
+def test_export_errors(fake: FakeOllama, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    fake.routes["POST", "/api/x/export"] = lambda req: (404, {"error": "model 'nope:latest' not found"})
+    rc, _, err = run_cli(capsys, "export", "nope", "-o", str(tmp_path / "x.gguf"))
+    assert rc == 1 and "Error: model 'nope:latest' not found" in err
+    rc, _, err = run_cli(capsys, "export", "mini", "-o", str(tmp_path))
+    assert rc == 1 and "is a directory" in err
+    with pytest.raises(SystemExit):
+        main(["export", "mini"])  # -o is required
+    assert "the following arguments are required: -o/--output" in capsys.readouterr().err
+
+
+def test_create_gguf_flag(fake: FakeOllama, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text("FROM base\n")
+    fake.routes["POST", "/api/create"] = lambda req: (200, [{"status": "success"}])
+    rc, _, err = run_cli(capsys, "create", "g", "-f", str(modelfile), "--gguf", "-q", "q4_K_M")
+    assert rc == 0, err
+    assert fake.body("POST", "/api/create") == {"model": "g", "from": "base", "quantize": "q4_K_M", "gguf": True}

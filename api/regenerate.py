@@ -45,6 +45,8 @@ GREEDY: dict[str, Any] = {"temperature": 0, "seed": 0}
 MODELS_FILTER = [SMOLLM2, f"{MINILM}:latest"]
 BLOB = "ollama-torch contract blob\n"
 BLOB_DIGEST = "sha256:" + hashlib.sha256(BLOB.encode()).hexdigest()
+DOWNLOAD = "ollama-torch contract download\n"  # another blob: the blobs exchange expects its own to be missing
+DOWNLOAD_DIGEST = "sha256:" + hashlib.sha256(DOWNLOAD.encode()).hexdigest()
 
 
 def post(path: str, body: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -184,6 +186,28 @@ EXCHANGES: dict[str, tuple[str, list[dict[str, Any]]]] = {
             {"request": {"method": "DELETE", "path": "/api/delete", "json": {"model": ".."}}},
             get("/api/show"),
             get("/api/nope"),
+        ],
+    ),
+    "export": (
+        "ollama-torch's GGUF export: a model stored as a GGUF exports as its own layer (streamed, then folded); "
+        "a quantized GGUF is not re-quantized, an unknown model is a 404, no model a 400.",
+        [
+            post("/api/x/export", {"model": SMOLLM2}),
+            post("/api/x/export", {"model": SMOLLM2, "stream": False}),
+            post("/api/x/export", {"model": SMOLLM2, "quantize": "q8_0"}),
+            post("/api/x/export", {"model": "contract-missing"}),
+            post("/api/x/export", {}),
+        ],
+    ),
+    "blob_download": (
+        "GET a blob's bytes (ollama-torch, how an export is downloaded): an uploaded blob; a missing blob "
+        "is a 404, a bad digest a 400.",
+        [
+            raw("POST", f"/api/blobs/{DOWNLOAD_DIGEST}", DOWNLOAD),
+            get(f"/api/x/blobs/{DOWNLOAD_DIGEST}"),
+            {"request": {"method": "HEAD", "path": f"/api/x/blobs/{DOWNLOAD_DIGEST}"}},
+            get("/api/x/blobs/sha256:" + "0" * 64),
+            get("/api/x/blobs/sha256:xyz"),
         ],
     ),
     "openai_chat": (

@@ -232,7 +232,8 @@ def _from_gguf(
     except ValueError:
         raise BadRequest("supplied file was not in GGUF format") from None
     if info.general_type == "adapter":
-        raise NotImplementedYet("adapters are not supported yet; create the model without 'adapters'")
+        raise BadRequest("the GGUF file is a LoRA adapter, not a model: create the model FROM its base model "
+                         "with the file as an adapter (ADAPTER in a Modelfile, \"adapters\" in /api/create)")
     if info.general_type in ("mmproj", "projector", "clip"):
         raise NotImplementedYet("GGUF vision projectors are not supported yet")
     _check_gguf_architecture(info.architecture)
@@ -312,35 +313,71 @@ def _layer_json(store: ModelStore, layer: Layer) -> dict[str, Any]:
 def _add_adapters(store: ModelStore, files: dict[str, str], layers: _Layers, emit: Emit) -> None:
     """Check each uploaded LoRA adapter against the base being built and add it as ``adapter`` layers named
     ``adapters/<id>/<file>`` (several ADAPTER lines stack). A unit is a directory of the ``adapters`` map:
-    its ``adapter_config.json`` + ``adapter_model.safetensors`` (PEFT's format)."""
+    its ``adapter_config.json`` + ``adapter_model.safetensors`` (PEFT's format); each GGUF file (a LoRA as
+    Ollama takes it) is a unit of its own, converted here once to that PEFT form. Every unit is checked
+    before any converted file is stored, so a refusal leaves nothing behind."""
     from converters.lora import CONFIG, WEIGHTS, UnsupportedAdapter, check_against_base, read_adapter
 
     layers.pins.add(*files.values())
     units: dict[str, dict[str, str]] = {}
+    gguf_units: set[str] = set()
     for path, digest in files.items():
         if not store.blobs.exists(digest):
             raise BadRequest(f'file "{path}" has no blob: upload {digest} to /api/blobs first')
+        if path.endswith(".gguf") or _is_gguf_blob(store, digest):
+            units[path] = {path: digest}
+            gguf_units.add(path)
+            continue
         unit, _, name = path.rpartition("/")
         units.setdefault(unit, {})[name] = digest
     existing = {layer.name for layer in layers.of_type(MediaType.ADAPTER)}
+    checked: list[dict[str, str | bytes]] = []  # per unit: file name -> blob digest, or converted bytes
     with _base_config(store, layers) as base_dir:
         for unit, unit_files in sorted(units.items()):
             label = unit or "the adapter"
-            if any(name.endswith(".gguf") for name in unit_files) or _is_gguf_blob(store, next(iter(unit_files.values()))):
-                raise NotImplementedYet("GGUF LoRA adapters are not supported yet: create the model from the PEFT "
-                                        "adapter directory (adapter_config.json + adapter_model.safetensors)")
-            wanted = {name: unit_files[name] for name in (CONFIG, WEIGHTS) if name in unit_files}
-            with _materialized(store, wanted) as adapter_dir:
-                try:
+            try:
+                if unit in gguf_units:
+                    checked.append(_converted_gguf_lora(store, unit_files[unit], base_dir))
+                    continue
+                wanted = {name: unit_files[name] for name in (CONFIG, WEIGHTS) if name in unit_files}
+                with _materialized(store, wanted) as adapter_dir:
                     check_against_base(read_adapter(adapter_dir), base_dir)
-                except UnsupportedAdapter as exc:
-                    raise BadRequest(f"{label}: {exc}") from None
-            adapter_id = wanted[WEIGHTS].removeprefix("sha256:")[:12]
-            emit({"status": f"adding adapter {adapter_id}"})
-            for name, digest in wanted.items():
-                layer = Layer(MediaType.ADAPTER, digest, store.blobs.size(digest), name=f"adapters/{adapter_id}/{name}")
-                if layer.name not in existing:
-                    layers.existing(layer)
+                peft_files: dict[str, str | bytes] = dict(wanted)
+                checked.append(peft_files)
+            except UnsupportedAdapter as exc:
+                raise BadRequest(f"{label}: {exc}") from None
+    for adapter_files in checked:
+        digests = {name: _stored(store, layers, value) for name, value in adapter_files.items()}
+        adapter_id = digests[WEIGHTS].removeprefix("sha256:")[:12]
+        emit({"status": f"adding adapter {adapter_id}"})
+        for name, digest in digests.items():
+            layer = Layer(MediaType.ADAPTER, digest, store.blobs.size(digest), name=f"adapters/{adapter_id}/{name}")
+            if layer.name not in existing:
+                layers.existing(layer)
+
+
+def _converted_gguf_lora(store: ModelStore, digest: str, base_dir: Path) -> dict[str, str | bytes]:
+    """The PEFT files of the GGUF LoRA in blob ``digest`` for the base in ``base_dir``, checked against it
+    (``UnsupportedAdapter`` naming what cannot be represented); nothing is stored yet."""
+    from converters.gguf_lora import gguf_lora_to_peft
+    from converters.lora import check_against_base, read_adapter
+
+    root = store.root / "ollama-torch" / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="gguf-lora-", dir=root) as tmp:
+        out = gguf_lora_to_peft(store.blobs.path(digest), base_dir, Path(tmp) / "peft")
+        check_against_base(read_adapter(out), base_dir)
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def _stored(store: ModelStore, layers: _Layers, value: str | bytes) -> str:
+    """The digest of an uploaded blob, or of converted bytes written as a blob now (and pinned)."""
+    if isinstance(value, str):
+        return value
+    digest = "sha256:" + hashlib.sha256(value).hexdigest()
+    layers.pins.add(digest)  # before it exists: a concurrent prune must not take it
+    store.blobs.write_bytes(value)
+    return digest
 
 
 class _base_config:

@@ -207,3 +207,88 @@ def test_push_and_pull_carry_the_adapters(registry: Registry, client: ollama.Cli
     assert http.post("/api/show", json={"model": name}).json()["details"]["adapters"] == manifest
     ids = tiny["ids"]
     assert generated(client, name, len(ids)) == peft_greedy(tiny["base"], [tiny["all"]], ids, N)
+
+
+# -- GGUF LoRA adapters (Ollama's form), converted once at create ---------------------------------------
+@pytest.fixture(scope="module")
+def gguf_loras(tiny: dict[str, Any]) -> dict[str, Path]:
+    """The tiny adapters as GGUF LoRA files (``convert_lora_to_gguf.py``'s format; llama.cpp runs them to
+    PEFT's tokens in tests/converters/test_gguf_lora.py)."""
+    from converters.gguf_export.lora import write_gguf_lora
+
+    root = tiny["root"]
+    return {name: write_gguf_lora(tiny[name], tiny["base"], root / f"{name}.gguf") for name in ("qv", "all")}
+
+
+def test_gguf_lora_adapter_equals_peft_alone_and_stacked(client: ollama.Client, http: httpx.Client, tiny: dict[str, Any],
+                                                          gguf_loras: dict[str, Path]) -> None:
+    ids = tiny["ids"]
+    r = create(http, {"model": "lora-gguf", "from": "lora-base", "adapters": {"all.gguf": client.create_blob(gguf_loras["all"])}})
+    assert r.status_code == 200, r.text
+    assert generated(client, "lora-gguf", len(ids)) == peft_greedy(tiny["base"], [tiny["all"]], ids, N)
+    # stored in the PEFT form, exactly: the converted weights are the directory's, so the adapter id is the same
+    assert http.post("/api/show", json={"model": "lora-gguf"}).json()["details"]["adapters"] == \
+        http.post("/api/show", json={"model": "lora-all"}).json()["details"]["adapters"]
+    stacked = {**adapter_files(client, tiny["qv"]), "all.gguf": client.create_blob(gguf_loras["all"])}
+    r = create(http, {"model": "lora-gguf-stacked", "from": "lora-base", "adapters": stacked})
+    assert r.status_code == 200, r.text
+    assert generated(client, "lora-gguf-stacked", len(ids)) == peft_greedy(tiny["base"], [tiny["qv"], tiny["all"]], ids, N)
+
+
+def test_gguf_lora_on_a_gguf_base(client: ollama.Client, http: httpx.Client, tiny: dict[str, Any], gguf_loras: dict[str, Path]) -> None:
+    """Ollama's case: a GGUF base (the tiny Llama exported to F32) with a GGUF LoRA, to PEFT's tokens."""
+    from converters.gguf_export import export_hf
+
+    base_gguf = tiny["root"] / "base-f32.gguf"
+    if not base_gguf.exists():
+        export_hf(tiny["base"], base_gguf)
+    r = create(http, {"model": "lora-gguf-base", "files": {"base.gguf": client.create_blob(base_gguf)}})
+    assert r.status_code == 200, r.text
+    r = create(http, {"model": "lora-gguf-on-gguf", "from": "lora-gguf-base", "adapters": {"qv.gguf": client.create_blob(gguf_loras["qv"])}})
+    assert r.status_code == 200, r.text
+    ids = tiny["ids"]
+    assert generated(client, "lora-gguf-on-gguf", len(ids)) == peft_greedy(tiny["base"], [tiny["qv"]], ids, N)
+
+
+def test_gguf_lora_refusals_leave_nothing_behind(client: ollama.Client, http: httpx.Client, server: ServerProcess, tiny: dict[str, Any],
+                                                 tmp_path: Path) -> None:
+    import hashlib
+
+    from converters.gguf_export.lora import write_gguf_lora
+    from converters.gguf_lora import gguf_lora_to_peft
+
+    qwen = build_tiny_llama(tmp_path / "qwen", config="tiny-qwen2")
+    other = write_gguf_lora(train_lora(qwen, tmp_path / "qwen-lora", seed=6, steps=1), qwen, tmp_path / "qwen.gguf")
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 64)
+    fresh = train_lora(tiny["base"], tmp_path / "fresh", seed=7, steps=1)
+    good = write_gguf_lora(fresh, tiny["base"], tmp_path / "fresh.gguf")
+    converted = gguf_lora_to_peft(good, tiny["base"], tmp_path / "fresh-back") / "adapter_model.safetensors"
+    converted_blob = server.models / "blobs" / ("sha256-" + hashlib.sha256(converted.read_bytes()).hexdigest())
+    cases = [
+        ({"qwen.gguf": client.create_blob(other)}, 'qwen.gguf: the GGUF adapter is for a "qwen2" model, but the base model is "llama"'),
+        ({"corrupt.gguf": client.create_blob(corrupt)}, "corrupt.gguf: the adapter is not a readable GGUF file"),
+        # a good adapter first: its converted files are stored only once every adapter passed
+        ({"a-fresh.gguf": client.create_blob(good), "b-corrupt.gguf": client.create_blob(corrupt)}, "b-corrupt.gguf: "),
+    ]
+    for adapters, message in cases:
+        r = create(http, {"model": "lora-gguf-bad", "from": "lora-base", "adapters": adapters})
+        assert r.status_code == 400 and message in r.json()["error"], r.text
+    assert not converted_blob.exists()
+    r = create(http, {"model": "lora-gguf-bad", "files": {"fresh.gguf": client.create_blob(good)}})
+    assert r.status_code == 400 and "the GGUF file is a LoRA adapter, not a model" in r.json()["error"]
+    assert "lora-gguf-bad:latest" not in [m.model for m in client.list().models]
+
+
+def test_cli_modelfile_with_a_gguf_adapter(server: ServerProcess, client: ollama.Client, tiny: dict[str, Any], gguf_loras: dict[str, Path],
+                                           tmp_path: Path) -> None:
+    """``ADAPTER ./qv.gguf`` as Ollama's Modelfiles write it: the CLI uploads the file, create converts it."""
+    from tests.e2e.test_cli import cli
+
+    (tmp_path / "qv.gguf").write_bytes(gguf_loras["qv"].read_bytes())
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text("FROM lora-base\nADAPTER ./qv.gguf\n")
+    out = cli(server, "create", "lora-gguf-cli", "-f", str(modelfile))
+    assert out.returncode == 0, out.stderr
+    ids = tiny["ids"]
+    assert generated(client, "lora-gguf-cli", len(ids)) == peft_greedy(tiny["base"], [tiny["qv"]], ids, N)

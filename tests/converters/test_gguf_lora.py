@@ -19,6 +19,7 @@ from converters.gguf_lora import gguf_lora_to_peft
 from converters.lora import UnsupportedAdapter, check_against_base, read_adapter
 from tests import llama_cpp_support as lc
 from tests.lora_support import peft_greedy, train_lora
+from tests.tiny_families import build_family
 from tests.tiny_models import build_tiny_llama
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -81,6 +82,45 @@ def test_llama_cpp_applies_it_as_peft_does(tiny: dict[str, Path]) -> None:
 
     assert greedy(lora_path=str(tiny["gguf"]))[: len(want)] == want
     assert greedy()[: len(want)] != want
+
+
+def _linear_names(base: Path) -> tuple[str, ...]:
+    """The last name of every Linear in the base but the head: PEFT's ``all-linear``, per family."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
+    return tuple(sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"}))
+
+
+@pytest.mark.parametrize("family", ["mistral", "granite", "qwen2", "phi3", "gemma3"])
+def test_llama_cpp_applies_it_as_peft_does_in_other_families(family: str, tmp_path: Path) -> None:
+    """Permuted q/k (mistral, granite), plain (qwen2, gemma3) and fused qkv/gate-up (phi3) projections:
+    llama.cpp's teacher-forced logits with the adapter are PEFT's as closely as its base logits are
+    Transformers' (a near tie can flip a greedy token in these random models, so logits, not tokens)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lc.llama_cpp()
+    base = build_family(family, tmp_path / "base")
+    adapter = train_lora(base, tmp_path / "adapter", targets=_linear_names(base), seed=4)
+    model = tmp_path / "base.gguf"
+    export_hf(base, model)
+    lora = write_gguf_lora(adapter, base, tmp_path / "a.gguf")
+    ids = list(AutoTokenizer.from_pretrained(base)("Hello! How are you today? The lighthouse keeper climbed").input_ids)
+    hf: Any = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        want_base = hf(torch.tensor([ids])).logits[0].numpy()
+        want = PeftModel.from_pretrained(hf, str(adapter)).eval()(torch.tensor([ids])).logits[0].numpy()
+    base_error = np.abs(lc.logits(lc.load(model), ids) - want_base).max()
+    error = np.abs(lc.logits(lc.load(model, lora_path=str(lora)), ids) - want).max()
+    effect = np.abs(want - want_base).max()
+    assert error < 3 * base_error + 1e-3 and error < 0.05 * effect, (error, base_error, effect)
+    back = gguf_lora_to_peft(lora, base, tmp_path / "back")
+    for key, value in _tensors(adapter).items():
+        np.testing.assert_array_equal(_tensors(back)[key], value, err_msg=key)
 
 
 def test_read_back_is_exact(tiny: dict[str, Path], tmp_path: Path) -> None:
@@ -180,3 +220,36 @@ def test_norms_llama_cpp_skips_are_skipped_and_alpha_zero_means_scale_one(tiny: 
     back = gguf_lora_to_peft(path, tiny["base"], tmp_path / "back")
     assert _scalings(back) == {"model.layers.0.self_attn.v_proj": 1.0}
     assert json.loads((back / "adapter_config.json").read_text())["target_modules"] == ["model.layers.0.self_attn.v_proj"]
+
+
+def test_quantized_and_half_tensors_are_read_as_llama_cpp_multiplies_them(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """``convert_lora_to_gguf.py --outtype q8_0`` writes Q8_0 where rows are whole blocks (``lora_a``) and F16
+    elsewhere: both are dequantized to the values llama.cpp computes with."""
+    import gguf
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((4, 64)).astype(np.float32), rng.standard_normal((64, 4)).astype(np.float32)
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    path = tmp_path / "q8.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_type("adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", 4.0)
+    writer.add_tensor("blk.1.attn_output.weight.lora_a", gguf.quants.quantize(a, q8), raw_dtype=q8)
+    writer.add_tensor("blk.1.attn_output.weight.lora_b", b.astype(np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    back = _tensors(gguf_lora_to_peft(path, tiny["base"], tmp_path / "back"))
+    key = "base_model.model.model.layers.1.self_attn.o_proj"
+    np.testing.assert_array_equal(back[f"{key}.lora_A.weight"], gguf.quants.dequantize(gguf.quants.quantize(a, q8), q8))
+    np.testing.assert_array_equal(back[f"{key}.lora_B.weight"], b.astype(np.float16).astype(np.float32))
+    assert np.abs(back[f"{key}.lora_A.weight"] - a).max() > 0  # really quantized
+
+
+def test_a_base_the_export_does_not_cover_is_named(tmp_path: Path) -> None:
+    base = build_tiny_llama(tmp_path / "gpt2", config="tiny-gpt2")
+    path = _gguf_adapter(tmp_path / "a.gguf", "gpt2", _pair("blk.0.attn_qkv.weight"))
+    with pytest.raises(UnsupportedAdapter, match='GGUF LoRA adapters need a base model the GGUF export covers: unsupported architecture "GPT2LMHeadModel"'):
+        gguf_lora_to_peft(path, base, tmp_path / "out")

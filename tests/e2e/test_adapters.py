@@ -292,3 +292,20 @@ def test_cli_modelfile_with_a_gguf_adapter(server: ServerProcess, client: ollama
     assert out.returncode == 0, out.stderr
     ids = tiny["ids"]
     assert generated(client, "lora-gguf-cli", len(ids)) == peft_greedy(tiny["base"], [tiny["qv"]], ids, N)
+
+
+def test_smollm2_gguf_adapter(client: ollama.Client, http: httpx.Client, smollm2: str, server: ServerProcess, tmp_path: Path) -> None:
+    """A LoRA trained here on the real SmolLM2 (its store conversion), given as a GGUF LoRA: PEFT's tokens."""
+    from converters.gguf_export.lora import write_gguf_lora
+
+    digest = json.loads((server.models / "manifests/registry.ollama.ai/library/smollm2/135m").read_text())["layers"][0]["digest"]
+    client.generate(model=smollm2, prompt="")  # the conversion exists once the model has loaded
+    base = server.models / "ollama-torch" / "derived" / digest.replace(":", "-")
+    adapter = train_lora(base, tmp_path / "smol-lora", targets=ALL_LINEAR, seed=8, steps=2)
+    lora = write_gguf_lora(adapter, base, tmp_path / "smol-lora.gguf")
+    r = create(http, {"model": "smol-gguf-lora", "from": smollm2, "adapters": {"smol-lora.gguf": client.create_blob(lora)}})
+    assert r.status_code == 200, r.text
+    ids = prompt_ids(base)
+    expected = peft_greedy(base, [adapter], ids, N)
+    assert expected != peft_greedy(base, [], ids, N)
+    assert generated(client, "smol-gguf-lora", len(ids)) == expected

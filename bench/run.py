@@ -3,6 +3,9 @@ a reference measured in the same run. Run it on an otherwise idle machine: the 2
 other processes change the absolute numbers (and, through OpenMP barriers, even the ratios).
 
 Usage: ``python bench/run.py --out BENCHMARKS.md [--only gen,embed,...]``
+
+With ``--only``, the other sections of the existing file are kept as they were (each names the day and the CPU
+it was measured on in its footer), so one section can be re-measured without re-running all of them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +45,23 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+FOOTER = re.compile(r"^<sub>(?P<script>[\w.]+\.py), [^<]*</sub>$", re.M)
+
+
+def existing_sections(path: Path) -> dict[str, str]:
+    """The sections of an earlier BENCHMARKS.md by script, each with its footer (a section ends at it)."""
+    if not path.exists():
+        return {}
+    text = path.read_text()
+    sections, start = {}, 0
+    for m in FOOTER.finditer(text):
+        body = text[start:m.end()]
+        heading = body.find("\n## ")  # the section starts at its heading (the file's header comes before the first)
+        sections[m.group("script")] = (body[heading + 1:] if heading >= 0 else body).strip()
+        start = m.end()
+    return sections
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -49,16 +70,22 @@ def main() -> int:
     only = {k for k in args.only.split(",") if k}
     import torch
 
+    kept = existing_sections(args.out) if only else {}
+    today, cpu = datetime.date.today().isoformat(), cpu_name()
+
     parts = [
         "# Benchmarks",
         "",
-        f"Written by `make bench` on {datetime.date.today().isoformat()}: {cpu_name()}, {os.cpu_count()} cores, "
+        f"Written by `make bench` on {today}: {cpu}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, {'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}. "
-        "Every ratio compares against a reference measured in the same run on the same machine.",
+        "Every ratio compares against a reference measured in the same run on the same machine"
+        + ("; sections not re-measured this time keep their earlier figures, dated and named in their footers." if only else "."),
         "",
     ]
     for key, title, script in SECTIONS:
         if only and key not in only:
+            if script in kept:
+                parts += [kept[script], ""]
             continue
         path = ROOT / "bench" / script
         if not path.exists():
@@ -71,7 +98,7 @@ def main() -> int:
             body = Path(out.name).read_text() if proc.returncode == 0 else f"_failed with exit code {proc.returncode}_\n"
         body = body.strip()
         heading = [] if body.startswith("## ") else [f"## {title}", ""]  # most scripts title their own section
-        parts += [*heading, body, "", f"<sub>{script}, {elapsed:.0f} s</sub>", ""]
+        parts += [*heading, body, "", f"<sub>{script}, {elapsed:.0f} s, {today}, {cpu}</sub>", ""]
         print(f"{key}: done in {elapsed:.0f} s", file=sys.stderr)
     args.out.write_text("\n".join(parts))
     print(f"wrote {args.out}", file=sys.stderr)

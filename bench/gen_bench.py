@@ -54,12 +54,13 @@ def gguf_path() -> Path:
 GREEDY = {"temperature": 0}
 
 
-def stream_generate(url: str, prompt: str, tokens: int, options: dict[str, Any] = GREEDY) -> dict[str, float]:
+def stream_generate(url: str, prompt: str, tokens: int, options: dict[str, Any] = GREEDY,
+                    model: str = "smollm2:135m") -> dict[str, float]:
     """One streamed request; returns time to first token, decode rate and counts."""
     started = time.perf_counter()
     first = None
     final: dict[str, Any] = {}
-    body = {"model": "smollm2:135m", "prompt": prompt, "stream": True, "options": {**options, "num_predict": tokens}}
+    body = {"model": model, "prompt": prompt, "stream": True, "options": {**options, "num_predict": tokens}}
     with httpx.stream("POST", f"{url}/api/generate", json=body, timeout=600) as r:
         for line in r.iter_lines():
             chunk = json.loads(line)
@@ -76,14 +77,15 @@ def stream_generate(url: str, prompt: str, tokens: int, options: dict[str, Any] 
     }
 
 
-def concurrent(url: str, n: int, tokens: int, sampled: bool = False) -> tuple[float, list[dict[str, float]]]:
+def concurrent(url: str, n: int, tokens: int, sampled: bool = False,
+               model: str = "smollm2:135m") -> tuple[float, list[dict[str, float]]]:
     """``n`` streams at once: aggregate tokens/s and each stream's figures. ``sampled`` uses Ollama's default
     sampling (temperature 0.8, top_k 40, top_p 0.9) with a seed per stream instead of greedy decoding."""
     results: list[dict[str, float]] = [{} for _ in range(n)]
 
     def run(i: int) -> None:
         options = {"seed": i} if sampled else GREEDY
-        results[i] = stream_generate(url, PROMPTS[i % len(PROMPTS)], tokens, options)
+        results[i] = stream_generate(url, PROMPTS[i % len(PROMPTS)], tokens, options, model)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     started = time.perf_counter()

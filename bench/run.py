@@ -37,13 +37,17 @@ SECTIONS = [
 
 
 def cpu_name() -> str:
+    """The CPU's model name and the vector extensions that decide which kernels run (AMD and Intel differ)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+        return platform.processor() or "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    vendor = "AMD" if "AuthenticAMD" in info else "Intel" if "GenuineIntel" in info else ""
+    have = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX")) if flag in flags]
+    extras = ", ".join(([vendor] if vendor and vendor not in name else []) + have)
+    return f"{name or platform.processor() or 'unknown CPU'}" + (f" ({extras})" if extras else "")
 
 
 FOOTER = re.compile(r"^<sub>(?P<script>[\w.]+\.py), [^<]*</sub>$", re.M)

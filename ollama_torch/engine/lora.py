@@ -32,7 +32,7 @@ from torch import nn
 
 from converters.lora import read_adapter, strip_prefix
 
-from ..store import ModelStore, StoredModel
+from ..store import Layer, MediaType, ModelStore, StoredModel
 
 log = logging.getLogger(__name__)
 _local = threading.local()
@@ -190,10 +190,14 @@ def _module_device(module: nn.Module, default: torch.device) -> torch.device:
 
 
 def adapter_refs(store: ModelStore, model: StoredModel) -> tuple[AdapterRef, ...]:
-    """``model``'s adapters as directories the registry reads: symlinks to the stored blobs, made once in
-    the adapter weights' derived directory (removed with the blob)."""
+    """``model``'s adapters as directories the registry reads: for PEFT files, symlinks to the stored blobs,
+    made once in the adapter weights' derived directory (removed with the blob); for a GGUF LoRA layer, its
+    PEFT form for this base (``gguf_adapter_dir``)."""
     refs = []
     for adapter in model.adapters:
+        if adapter.gguf:
+            refs.append(AdapterRef(adapter.key, gguf_adapter_dir(store, model, adapter.key)))
+            continue
         directory = store.derived_dir(adapter.key)
         if not (directory / "adapter_model.safetensors").exists():
             directory.parent.mkdir(parents=True, exist_ok=True)
@@ -206,3 +210,49 @@ def adapter_refs(store: ModelStore, model: StoredModel) -> tuple[AdapterRef, ...
                 shutil.rmtree(tmp, ignore_errors=True)
         refs.append(AdapterRef(adapter.key, directory))
     return tuple(refs)
+
+
+def gguf_adapter_dir(store: ModelStore, model: StoredModel, digest: str) -> Path:
+    """The PEFT form of the GGUF LoRA in blob ``digest`` for ``model``'s base (``gguf_lora_to_peft``),
+    converted once and kept in the LoRA blob's derived directory, one per base: the mapping back to the base's
+    modules (names, the q/k row order) depends on the base. A LoRA that cannot be represented is a 400."""
+    from converters.gguf_lora import gguf_lora_to_peft
+    from converters.lora import UnsupportedAdapter
+
+    from ..errors import BadRequest
+
+    base = model.gguf_layer or model.hf_files.get("config.json")
+    if base is None:
+        raise BadRequest(f"{model.name.display_shortest} has no weights to apply its adapters to")
+    out = store.derived_dir(digest) / f"peft-{base.digest.removeprefix('sha256:')[:16]}"
+    with _convert_lock:
+        if (out / "adapter_model.safetensors").is_file():
+            return out
+        log.info("converting the GGUF LoRA %s for %s", digest[:19], model.name.display_shortest)
+        with _base_config_dir(store, model, base) as base_dir:
+            try:
+                return gguf_lora_to_peft(store.blobs.path(digest), base_dir, out)
+            except UnsupportedAdapter as exc:
+                raise BadRequest(f"adapter {digest.removeprefix('sha256:')[:12]}: {exc}") from None
+
+
+@contextmanager
+def _base_config_dir(store: ModelStore, model: StoredModel, base: Layer) -> Iterator[Path]:
+    """A directory with the base's config.json: a GGUF's conversion (made when the model loaded), or the
+    stored config.json linked into a temporary directory."""
+    if base.media_type == MediaType.MODEL:
+        from converters.gguf_to_hf import converted
+
+        yield converted(store.blobs.path(base.digest), store.derived_dir(base.digest))[0]
+        return
+    root = store.root / "ollama-torch" / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="lora-base-", dir=root))
+    try:
+        (directory / "config.json").symlink_to(model.blob_path(base))
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+_convert_lock = threading.Lock()  # one GGUF LoRA conversion at a time: two requests would race on its directory

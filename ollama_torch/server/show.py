@@ -111,8 +111,8 @@ def modelfile(model: StoredModel, params: dict[str, Any], system: str | None) ->
         commands.append(Command("model", str(model.blob_path(model.gguf_layer))))
     else:
         commands.append(Command("model", model.name.display_shortest))
-    for adapter in model.adapters:  # one line per adapter: its weights' blob (the config blob sits beside it)
-        commands.append(Command("adapter", str(model.blob_path(adapter.files["adapter_model.safetensors"]))))
+    for adapter in model.adapters:  # one line per adapter: its weights' blob (a PEFT config blob sits beside it)
+        commands.append(Command("adapter", str(model.blob_path(adapter.weights))))
     if model.template is not None:
         commands.append(Command("template", model.template))
     if system:

@@ -17,19 +17,30 @@ from .manifest import ConfigV2, Layer, Manifest, MediaType
 
 HF_FILE_TYPES = (MediaType.TENSOR, MediaType.JSON, MediaType.FILE)
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_GGUF = "adapter.gguf"  # the key of an unnamed adapter layer: a GGUF LoRA, as Ollama stores ADAPTER x.gguf
 
 
 @dataclass(frozen=True)
 class StoredAdapter:
-    """One LoRA adapter of a model: its files (``adapter_config.json``, ``adapter_model.safetensors``) as
-    layers, stored under ``adapters/<id>/`` names. Its key is the weights' digest."""
+    """One LoRA adapter of a model: either its PEFT files (``adapter_config.json``,
+    ``adapter_model.safetensors``) as layers stored under ``adapters/<id>/`` names, or one unnamed layer
+    holding a GGUF LoRA (Ollama's layout, which a stock Ollama passes to llama.cpp as ``--lora``; our engine
+    converts it once for its base). Its key is the weights' digest."""
 
     id: str
     files: dict[str, Layer]
 
     @property
+    def weights(self) -> Layer:
+        return self.files[ADAPTER_GGUF] if self.gguf else self.files[ADAPTER_WEIGHTS]
+
+    @property
+    def gguf(self) -> bool:
+        return ADAPTER_GGUF in self.files
+
+    @property
     def key(self) -> str:
-        return self.files[ADAPTER_WEIGHTS].digest
+        return self.weights.digest
 
 
 @dataclass(frozen=True)
@@ -76,10 +87,14 @@ class StoredModel:
         """The LoRA adapters applied on top of the weights, in the order they were added."""
         groups: dict[str, dict[str, Layer]] = {}
         for layer in self.manifest.layers:
-            if layer.media_type == MediaType.ADAPTER and layer.name.startswith("adapters/"):
+            if layer.media_type != MediaType.ADAPTER:
+                continue
+            if layer.name.startswith("adapters/"):
                 _, adapter_id, file = layer.name.split("/", 2)
                 groups.setdefault(adapter_id, {})[file] = layer
-        return tuple(StoredAdapter(i, files) for i, files in groups.items() if ADAPTER_WEIGHTS in files)
+            elif not layer.name:  # Ollama's own: one GGUF LoRA per layer
+                groups.setdefault(layer.digest.removeprefix("sha256:")[:12], {})[ADAPTER_GGUF] = layer
+        return tuple(StoredAdapter(i, files) for i, files in groups.items() if ADAPTER_WEIGHTS in files or ADAPTER_GGUF in files)
 
     def blob_path(self, layer: Layer) -> Path:
         return blob_file(self.blobs, layer.digest)

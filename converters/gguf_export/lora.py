@@ -11,6 +11,8 @@ same ``plan`` the model export writes with, so a base and its adapters are named
 
 ``write_gguf_lora`` turns a PEFT LoRA directory into such a file. What llama.cpp would apply differently
 from PEFT (per-module alphas it cannot express, biases, fan-in-fan-out layers) is an ``UnsupportedExport``.
+``merge_loras`` instead folds PEFT LoRAs into a loaded source's weights (an export of a model with
+adapters: one file, the adapters' outputs, in any llama.cpp).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .errors import UnsupportedExport
-from .writer import load_source, plan
+from .writer import Source, load_source, plan
 
 
 @dataclass(frozen=True)
@@ -119,9 +122,9 @@ def write_gguf_lora(adapter_dir: Path, base_dir: Path, out_path: Path) -> Path:
     return out_path
 
 
-def _tensor(tensors: dict[str, np.ndarray], module: str, part: str) -> np.ndarray:
+def _tensor(tensors: dict[str, Any], module: str, part: str, kind: str = "weight") -> Any:
     """PEFT's key for a module's ``lora_A``/``lora_B``, with or without the ``base_model.model.`` prefix."""
-    key = f"{module}.{part}.weight"
+    key = f"{module}.{part}.{kind}"
     return tensors[f"base_model.model.{key}"] if f"base_model.model.{key}" in tensors else tensors[key]
 
 
@@ -138,3 +141,49 @@ def _one_alpha(modules: list[tuple[str, int, float]]) -> float:
                 f"and others by {first:g}/rank"
             )
     return float(first)
+
+
+def merge_loras(source: Source, adapter_dirs: list[Path], *, keep_dtype: bool) -> list[str]:
+    """Merge the PEFT LoRAs in ``adapter_dirs`` into ``source``'s weights, in place, as PEFT's
+    ``merge_and_unload`` does: ``W + scaling * B @ A`` (transposed for fan-in-fan-out layers, the
+    ``lora_B`` bias times scaling added to the layer's bias), computed in float32. ``keep_dtype``: the merged
+    weight is cast back to the base's type (an export in the weights' own type); otherwise it stays float32
+    for the quantizer. Returns the modules changed. ``UnsupportedExport`` for a module or bias the base lacks."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ..lora import WEIGHTS, UnsupportedAdapter, read_adapter
+
+    changed: list[str] = []
+    for adapter_dir in adapter_dirs:
+        try:
+            adapter = read_adapter(Path(adapter_dir))
+        except UnsupportedAdapter as exc:
+            raise UnsupportedExport(str(exc)) from None
+        tensors = load_file(str(Path(adapter_dir) / WEIGHTS))
+        for m in adapter.modules:
+            weight = source.state.get(f"{m.module}.weight")
+            if weight is None:
+                raise UnsupportedExport(f'the adapter targets "{m.module}", which the base model has no weight for')
+            a, b = (_tensor(tensors, m.module, part).to(torch.float32) for part in ("lora_A", "lora_B"))
+            delta = (b @ a) * m.scaling
+            if adapter.fan_in_fan_out:
+                delta = delta.T
+            source.state[f"{m.module}.weight"] = _merged(weight, delta, keep_dtype)
+            if m.bias:
+                bias = source.state.get(f"{m.module}.bias")
+                if bias is None:
+                    raise UnsupportedExport(f'the adapter adds a bias to "{m.module}", which has none in the base model')
+                lora_bias = _tensor(tensors, m.module, "lora_B", "bias").to(torch.float32)
+                source.state[f"{m.module}.bias"] = _merged(bias, lora_bias * m.scaling, keep_dtype)
+            changed.append(m.module)
+    return changed
+
+
+def _merged(base: Any, delta: Any, keep_dtype: bool) -> Any:
+    if tuple(base.shape) != tuple(delta.shape):
+        raise UnsupportedExport(f"an adapter update of shape {list(delta.shape)} does not fit a weight of {list(base.shape)}")
+    import torch
+
+    merged = base.detach().to(torch.float32) + delta
+    return merged.to(base.dtype) if keep_dtype else merged

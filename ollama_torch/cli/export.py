@@ -45,4 +45,6 @@ def export_command(client: Client, name: str, output: str, quantize: str | None)
         client.download_blob(digest, dest, on_progress=lambda n, _total: progress.update(bar, n))
         progress.update(bar, bar.total)
     size = int(done.get("size") or 0)
-    print(f"wrote {dest} ({done.get('quantization_level', '')}, {size / 1e6:.1f} MB)")
+    merged = int(done.get("adapters_merged") or 0)
+    note = f", {merged} LoRA adapter{'s' if merged != 1 else ''} merged into the weights" if merged else ""
+    print(f"wrote {dest} ({done.get('quantization_level', '')}, {size / 1e6:.1f} MB{note})")

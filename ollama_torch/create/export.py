@@ -3,7 +3,9 @@
 The GGUF is made as ``"gguf": true`` on create makes it (``gguf.make_gguf``: exported from the Safetensors
 files, or the model's own GGUF layer, re-encoded when another type is asked for) and left in the store as a
 blob, which the client downloads from ``GET /api/x/blobs/<digest>`` (it is the model's own layer when nothing
-had to change). A blob no manifest references is pruned at the next start after an hour, as any upload is.
+had to change). A model's LoRA adapters are merged into the weights (``gguf._merged``: the one file gives the
+adapters' outputs in any llama.cpp, as ``ollama run`` of the model does), and the last line says how many
+(``adapters_merged``). A blob no manifest references is pruned at the next start after an hour, as any upload is.
 Every layer of the model is pinned while it is read, so a concurrent delete cannot collect it.
 """
 
@@ -30,4 +32,7 @@ def export_model(store: ModelStore, req: ExportRequest, emit: Emit) -> None:
         gguf.preflight(store, items, model.config, target)
         emit({"status": f"exporting {model.name.display_shortest}"})
         result = gguf.make_gguf(store, items, model.config, target, emit, name=model.name.display_shortest)
-    emit({"status": "success", "blob": result.digest, "size": result.size, "quantization_level": result.file_type})
+    done = {"status": "success", "blob": result.digest, "size": result.size, "quantization_level": result.file_type}
+    if result.merged:  # said in the last line: the file holds the adapters' weights, not the base's
+        done["adapters_merged"] = result.merged
+    emit(done)

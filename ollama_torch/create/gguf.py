@@ -9,6 +9,9 @@ that pulls it runs it with llama.cpp. The GGUF comes from
 - the model's GGUF layer: kept as it is, or re-encoded in the type asked for (``retype_gguf``); a quantized
   GGUF is only re-encoded to a float type (Ollama's rule for ``quantize``).
 
+Its LoRA adapters become Ollama's adapter layers (GGUF LoRA files, made in ``service``) at create time; an
+export merges them into the weights instead (``_merged``), so the one file runs to the adapters' outputs.
+
 At create time the model also gets what Ollama would give it: the known Go ``TEMPLATE`` that renders as its
 Jinja chat template does (``template_match``), that template's stop words as ``PARAMETER stop``, and the
 default system prompt the Jinja template writes, if any. The GGUF type is recorded in the config blob
@@ -26,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import BadRequest, NotImplementedYet
+from ..errors import BadRequest
 from ..store import ConfigV2, Layer, MediaType, ModelStore
+from .derived import ensure_gguf_converted
 from .request import Emit
 
 if TYPE_CHECKING:
@@ -61,6 +65,7 @@ class GGUFResult:
     size: int
     file_type: str
     created: bool
+    merged: int = 0  # LoRA adapters merged into the weights
 
 
 class _Reporter:
@@ -99,27 +104,25 @@ def check_hf_dir(model_dir: Path) -> None:
 
 def preflight(store: ModelStore, items: Layers, config: ConfigV2, target: GGUFType | None) -> None:
     """Everything ``make_gguf`` would refuse, before a status line is streamed."""
-    refuse_adapters(items)
     gguf = [layer for layer, _ in items if layer.media_type == MediaType.MODEL]
     if gguf:
         check_retype(config.file_type or _file_type(store, gguf[0].digest), target)
+        if _adapters(items):  # merged through the GGUF's Hugging Face form, exported again
+            check_hf_dir(ensure_gguf_converted(store, gguf[0].digest))
         return
     with _workdir(store) as work:
         check_hf_dir(_link_files(store, items, work / "src"))
-
-
-def refuse_adapters(items: Layers) -> None:
-    if any(layer.media_type == MediaType.ADAPTER for layer, _ in items):
-        raise NotImplementedYet("exporting LoRA adapters to GGUF is not supported yet; export the base model without its adapters")
 
 
 def make_gguf(
     store: ModelStore, items: Layers, config: ConfigV2, target: GGUFType | None, emit: Emit, *, name: str = "", derive: bool = False
 ) -> GGUFResult:
     """The GGUF of the model whose layers are ``items`` in ``target`` type (None: as it is), as a blob.
-    ``derive``: also write the Hugging Face directory our engine loads for an exported file (a create)."""
-    refuse_adapters(items)
+    ``derive``: also write the Hugging Face directory our engine loads for an exported file (a create).
+    Adapter layers among ``items`` are merged into the weights (``_merged``): one file, the adapters' outputs."""
     gguf = [layer for layer, _ in items if layer.media_type == MediaType.MODEL]
+    if _adapters(items):
+        return _merged(store, items, config, target, emit, name)
     if gguf:
         return _from_gguf_layer(store, gguf[0], config, target, emit)
     return _from_safetensors(store, items, target, emit, name, derive)
@@ -163,6 +166,58 @@ def _from_safetensors(store: ModelStore, items: Layers, target: GGUFType | None,
         except UnsupportedExport as exc:
             raise BadRequest(str(exc)) from None
     return GGUFResult(digest, store.blobs.size(digest), kind, True)
+
+
+def _adapters(items: Layers) -> list[Layer]:
+    return [layer for layer, _ in items if layer.media_type == MediaType.ADAPTER]
+
+
+def _merged(store: ModelStore, items: Layers, config: ConfigV2, target: GGUFType | None, emit: Emit, name: str) -> GGUFResult:
+    """The model with its LoRA adapters merged into the weights (PEFT's ``merge_and_unload``: ``W + scaling *
+    B @ A`` in float32, before any quantization), exported from its Hugging Face form: its Safetensors
+    files, or a GGUF layer's conversion (re-encoded in the GGUF's own type unless another is asked for). One
+    file a llama.cpp without adapter support runs to the adapters' outputs."""
+    from converters.gguf_export import UnsupportedExport, export_hf, load_source
+    from converters.gguf_export.lora import merge_loras
+    from converters.lora import UnsupportedAdapter
+
+    gguf = [layer for layer, _ in items if layer.media_type == MediaType.MODEL]
+    with _workdir(store) as work:
+        if gguf:
+            src_dir = ensure_gguf_converted(store, gguf[0].digest, emit)
+            target = target or parse_type(config.file_type or _file_type(store, gguf[0].digest))
+        else:
+            src_dir = _link_files(store, items, work / "src")
+        try:
+            adapter_dirs = _adapter_dirs(store, _adapters(items), src_dir, work / "adapters")
+            source = load_source(src_dir)
+            emit({"status": f"merging {len(adapter_dirs)} LoRA adapter{'s' if len(adapter_dirs) != 1 else ''} into the weights"})
+            merge_loras(source, adapter_dirs, keep_dtype=target is None)
+            kind = target.name if target is not None else source.dtype
+            out = work / "model.gguf"
+            report = _Reporter(emit, f"converting model to GGUF {'F32' if target is not None and target.writer == 'llama.cpp' else kind}", f"quantizing F32 model to {kind}")
+            export_hf(src_dir, out, target, report, name=name, source=source)
+            digest = store.blobs.import_file(out)
+        except (UnsupportedExport, UnsupportedAdapter) as exc:
+            raise BadRequest(str(exc)) from None
+    return GGUFResult(digest, store.blobs.size(digest), kind, True, merged=len(adapter_dirs))
+
+
+def _adapter_dirs(store: ModelStore, layers: list[Layer], base_dir: Path, root: Path) -> list[Path]:
+    """Each adapter among ``layers`` as a PEFT directory: its stored PEFT files linked, or a GGUF LoRA layer
+    converted for the base in ``base_dir``; in the order they were added."""
+    from converters.gguf_lora import gguf_lora_to_peft
+
+    dirs: dict[str, Path] = {}
+    for layer in layers:
+        if not layer.name:
+            dirs[layer.digest] = gguf_lora_to_peft(store.blobs.path(layer.digest), base_dir, root / layer.digest.removeprefix("sha256:"))
+        elif layer.name.startswith("adapters/"):
+            _, adapter_id, file = layer.name.split("/", 2)
+            directory = dirs.setdefault(adapter_id, root / adapter_id)
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / file).symlink_to(store.blobs.path(layer.digest))
+    return list(dirs.values())
 
 
 def _link_files(store: ModelStore, items: Layers, directory: Path) -> Path:

@@ -92,8 +92,6 @@ def create_model(
     req.validate()
     scheme = None if req.gguf else parse_scheme(req.quantize)
     gguf_type = gguf.parse_type(req.quantize) if req.gguf else None
-    if req.gguf and req.adapters:
-        raise NotImplementedYet("exporting LoRA adapters to GGUF is not supported yet; create the GGUF model without 'adapters'")
     if req.template:
         _check_template(req.template)
     parameters = _check_parameters(req.parameters)
@@ -130,8 +128,10 @@ def _create(
     if scheme is not None:
         layers.items, config = quantize_layers(store, layers.items, config, scheme, emit, layers.pins)
     if req.gguf:
+        adapters = _gguf_adapters(store, req.adapters, layers)  # every refusal before anything is stored
         config = _to_gguf(store, req, layers, config, gguf_type, emit)
-    if req.adapters:
+        _store_gguf_adapters(layers, adapters)
+    elif req.adapters:
         _add_adapters(store, req.adapters, layers, emit)
 
     if req.template:
@@ -282,9 +282,10 @@ def _to_gguf(store: ModelStore, req: CreateRequest, layers: _Layers, config: Con
     prompt Ollama would give the model unless the request or its source already sets a template."""
     from .template_match import match_template
 
+    weights = [(layer, status) for layer, status in layers.items if layer.media_type != MediaType.ADAPTER]
     if req.from_:  # a source from files was checked before the first status line
-        gguf.preflight(store, layers.items, config, gguf_type)
-    result = gguf.make_gguf(store, layers.items, config, gguf_type, emit, name=req.name.display_shortest, derive=True)
+        gguf.preflight(store, weights, config, gguf_type)
+    result = gguf.make_gguf(store, weights, config, gguf_type, emit, name=req.name.display_shortest, derive=True)
     layers.pins.add(result.digest)
     hf_dir = ensure_gguf_converted(store, result.digest, emit)  # the exported file's exact inverse, or Transformers' reading
     status = "creating new layer" if result.created else "using existing layer"
@@ -318,18 +319,7 @@ def _add_adapters(store: ModelStore, files: dict[str, str], layers: _Layers, emi
     before any converted file is stored, so a refusal leaves nothing behind."""
     from converters.lora import CONFIG, WEIGHTS, UnsupportedAdapter, check_against_base, read_adapter
 
-    layers.pins.add(*files.values())
-    units: dict[str, dict[str, str]] = {}
-    gguf_units: set[str] = set()
-    for path, digest in files.items():
-        if not store.blobs.exists(digest):
-            raise BadRequest(f'file "{path}" has no blob: upload {digest} to /api/blobs first')
-        if path.endswith(".gguf") or _is_gguf_blob(store, digest):
-            units[path] = {path: digest}
-            gguf_units.add(path)
-            continue
-        unit, _, name = path.rpartition("/")
-        units.setdefault(unit, {})[name] = digest
+    units, gguf_units = _adapter_units(store, files, layers)
     existing = {layer.name for layer in layers.of_type(MediaType.ADAPTER)}
     checked: list[dict[str, str | bytes]] = []  # per unit: file name -> blob digest, or converted bytes
     with _base_config(store, layers) as base_dir:
@@ -354,6 +344,91 @@ def _add_adapters(store: ModelStore, files: dict[str, str], layers: _Layers, emi
             layer = Layer(MediaType.ADAPTER, digest, store.blobs.size(digest), name=f"adapters/{adapter_id}/{name}")
             if layer.name not in existing:
                 layers.existing(layer)
+
+
+def _adapter_units(store: ModelStore, files: dict[str, str], layers: _Layers) -> tuple[dict[str, dict[str, str]], set[str]]:
+    """The ``adapters`` map as units (a directory's PEFT files, or one GGUF file each) and which are GGUF."""
+    layers.pins.add(*files.values())
+    units: dict[str, dict[str, str]] = {}
+    gguf_units: set[str] = set()
+    for path, digest in files.items():
+        if not store.blobs.exists(digest):
+            raise BadRequest(f'file "{path}" has no blob: upload {digest} to /api/blobs first')
+        if path.endswith(".gguf") or _is_gguf_blob(store, digest):
+            units[path] = {path: digest}
+            gguf_units.add(path)
+            continue
+        unit, _, name = path.rpartition("/")
+        units.setdefault(unit, {})[name] = digest
+    return units, gguf_units
+
+
+def _gguf_adapters(store: ModelStore, files: dict[str, str], layers: _Layers) -> list[str | bytes]:
+    """For ``"gguf": true``: every adapter of the model being built (the source model's, then the request's)
+    as a GGUF LoRA, Ollama's adapter layer: the digest of one already stored or given as a GGUF file (checked
+    by converting it to the PEFT form our engine serves), or the bytes ``write_gguf_lora`` writes for a PEFT
+    adapter (checked against the base first). What has no GGUF LoRA form is a 400 naming why; nothing is
+    stored here."""
+    from converters.gguf_export import UnsupportedExport
+    from converters.lora import CONFIG, WEIGHTS, UnsupportedAdapter, check_against_base, read_adapter
+
+    units, gguf_units = _adapter_units(store, files, layers)
+    inherited: dict[str, dict[str, str]] = {}  # the source model's adapters, in order: id -> file -> digest
+    for layer in layers.of_type(MediaType.ADAPTER):
+        if not layer.name:  # already a GGUF LoRA
+            inherited[layer.digest] = {"": layer.digest}
+        elif layer.name.startswith("adapters/"):
+            _, adapter_id, name = layer.name.split("/", 2)
+            inherited.setdefault(adapter_id, {})[name] = layer.digest
+    out: list[str | bytes] = []
+    with _base_config(store, layers) as base_dir:
+        for adapter_id, unit_files in inherited.items():
+            if "" in unit_files:
+                out.append(unit_files[""])
+                continue
+            try:
+                out.append(_peft_to_gguf_lora(store, unit_files, base_dir))
+            except UnsupportedExport as exc:
+                raise BadRequest(f"adapter {adapter_id} of the source model: {exc}") from None
+        for unit, unit_files in sorted(units.items()):
+            label = unit or "the adapter"
+            try:
+                if unit in gguf_units:
+                    _converted_gguf_lora(store, unit_files[unit], base_dir)
+                    out.append(unit_files[unit])
+                    continue
+                wanted = {name: unit_files[name] for name in (CONFIG, WEIGHTS) if name in unit_files}
+                with _materialized(store, wanted) as adapter_dir:
+                    check_against_base(read_adapter(adapter_dir), base_dir)
+                out.append(_peft_to_gguf_lora(store, wanted, base_dir))
+            except (UnsupportedAdapter, UnsupportedExport) as exc:
+                raise BadRequest(f"{label}: {exc}") from None
+    return out
+
+
+def _peft_to_gguf_lora(store: ModelStore, files: dict[str, str], base_dir: Path) -> bytes:
+    """The GGUF LoRA file ``write_gguf_lora`` writes for the stored PEFT adapter ``files`` on ``base_dir``."""
+    from converters.gguf_export.lora import write_gguf_lora
+
+    with _materialized(store, files) as adapter_dir:
+        return write_gguf_lora(adapter_dir, base_dir, adapter_dir / "adapter.gguf").read_bytes()
+
+
+def _store_gguf_adapters(layers: _Layers, adapters: list[str | bytes]) -> None:
+    """Replace the model's adapter layers by ``adapters`` (``_gguf_adapters``), one unnamed GGUF LoRA layer
+    each, as Ollama stores ``ADAPTER x.gguf``; the same file twice is one layer."""
+    layers.remove(MediaType.ADAPTER)
+    seen: set[str] = set()
+    for value in adapters:
+        if isinstance(value, bytes):
+            digest = "sha256:" + hashlib.sha256(value).hexdigest()
+            if digest not in seen:
+                layers.new(value, MediaType.ADAPTER)
+        else:
+            digest = value
+            if digest not in seen:
+                layers.existing(Layer(MediaType.ADAPTER, digest, layers.store.blobs.size(digest)))
+        seen.add(digest)
 
 
 def _converted_gguf_lora(store: ModelStore, digest: str, base_dir: Path) -> dict[str, str | bytes]:

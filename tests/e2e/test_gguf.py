@@ -116,7 +116,7 @@ def test_create_gguf_records_the_type(http: httpx.Client, client: ollama.Client,
     ("body", "status", "message"),
     [
         ({"quantize": "nf4"}, 400, "unsupported GGUF type NF4 - supported types are F32, F16, BF16, Q8_0"),
-        ({"quantize": "q8_0", "adapters": {"a/adapter_config.json": "sha256:" + "0" * 64}}, 400, "exporting LoRA adapters to GGUF is not supported yet"),
+        ({"quantize": "q8_0", "adapters": {"a/adapter_config.json": "sha256:" + "0" * 64}}, 400, 'file "a/adapter_config.json" has no blob'),
     ],
 )
 def test_create_gguf_refusals(http: httpx.Client, client: ollama.Client, llama3_dir: Path, body: dict[str, Any], status: int, message: str) -> None:

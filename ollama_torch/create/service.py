@@ -113,8 +113,10 @@ def _create(
     pull: Pull | None,
     gguf_type: GGUFType | None = None,
 ) -> None:
+    adapters: list[str | bytes] | None = None  # with gguf: the adapter layers, decided before anything streams
     if req.from_:
         config = _from_model(store, req, layers, emit, pull, scheme)
+        adapters = _gguf_adapters(store, req.adapters, layers) if req.gguf else None
     else:
         layers.pins.add(*req.files.values())  # uploaded blobs no manifest references yet
         for path, digest in req.files.items():
@@ -122,13 +124,16 @@ def _create(
                 raise BadRequest(f'file "{path}" has no blob: upload {digest} to /api/blobs first')
         kind = _detect_kind(store, req.files)
         if kind == "safetensors":
-            config = _from_safetensors(store, req, layers, emit, scheme)
+            config = _from_safetensors(store, req, layers, scheme)
+            adapters = _gguf_adapters(store, req.adapters, layers) if req.gguf else None
+            emit({"status": "converting model"})
         else:
             config = _from_gguf(store, req, layers, emit, scheme, gguf_type)
     if scheme is not None:
         layers.items, config = quantize_layers(store, layers.items, config, scheme, emit, layers.pins)
     if req.gguf:
-        adapters = _gguf_adapters(store, req.adapters, layers)  # every refusal before anything is stored
+        if adapters is None:  # a GGUF file's base is known once it is converted
+            adapters = _gguf_adapters(store, req.adapters, layers)
         config = _to_gguf(store, req, layers, config, gguf_type, emit)
         _store_gguf_adapters(layers, adapters)
     elif req.adapters:
@@ -185,7 +190,7 @@ def _from_model(
     return replace(model.config, capabilities=list(model.config.capabilities), extra=dict(model.config.extra))
 
 
-def _from_safetensors(store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit, scheme: QuantScheme | None) -> ConfigV2:
+def _from_safetensors(store: ModelStore, req: CreateRequest, layers: _Layers, scheme: QuantScheme | None) -> ConfigV2:
     from converters.hf_check import check_architecture
     from converters.hf_inspect import UnsupportedModel, inspect_hf_files
 
@@ -199,7 +204,6 @@ def _from_safetensors(store: ModelStore, req: CreateRequest, layers: _Layers, em
         if req.gguf:
             gguf.check_hf_dir(model_dir)
     check_quantizable(scheme, info.file_type)
-    emit({"status": "converting model"})
     for rel in sorted(req.files):
         digest = req.files[rel]
         layers.existing(Layer(media_type_for(rel), digest, store.blobs.size(digest), name=rel))

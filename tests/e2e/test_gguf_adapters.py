@@ -186,8 +186,7 @@ def test_refusals_store_nothing(client: ollama.Client, http: httpx.Client, serve
         r = create(http, {"model": "ga-refused", "gguf": True, **body})
         assert r.status_code == 400 and message in r.json()["error"], r.text
         streamed = http.post("/api/create", json={"model": "ga-refused", "gguf": True, **body}, timeout=600)
-        if "from" in body:  # nothing is streamed before the check: a plain 400 even when streaming
-            assert streamed.status_code == 400 and message in streamed.json()["error"], streamed.text
+        assert streamed.status_code == 400 and message in streamed.json()["error"], streamed.text  # before streaming
     assert set((server.models / "blobs").iterdir()) == blobs
     assert http.post("/api/show", json={"model": "ga-refused"}).status_code == 404
 

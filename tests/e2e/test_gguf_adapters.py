@@ -158,9 +158,18 @@ def test_export_merges_the_adapters(client: ollama.Client, http: httpx.Client, t
     assert llama_cpp_greedy(out, prompt_ids, N) == expected
 
 
-def test_cli_export_says_the_adapters_are_merged(server: ServerProcess, tiny: dict[str, Any], tmp_path: Path) -> None:
+def test_cli_create_gguf_and_export_with_adapters(server: ServerProcess, client: ollama.Client, tiny: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    """``create --gguf`` with ``ADAPTER ./dir`` stores a GGUF LoRA layer; ``export`` says it merged it."""
     from tests.e2e.test_gguf import _cli
 
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(f"FROM ga-base\nADAPTER {tiny['qv']}\n")
+    created = _cli(server, "create", "ga-cli", "-f", str(modelfile), "--gguf")
+    assert created.returncode == 0, created.stderr
+    assert [layer["mediaType"] for layer in manifest(server, "ga-cli")["layers"]].count(ADAPTER) == 1
+    prompt_ids, reply = engine_greedy(client, "ga-cli")
+    assert reply == peft_greedy(tiny["base"], [tiny["qv"]], prompt_ids, N)
     out = tmp_path / "merged.gguf"
     exported = _cli(server, "export", "ga-peft", "-o", str(out))
     assert exported.returncode == 0, exported.stderr

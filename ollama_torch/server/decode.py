@@ -140,6 +140,11 @@ def _context(msg: str) -> str:
     return "looking for beginning of value"
 
 
+def mismatch(struct: builtins.str, key: builtins.str, value: Any, go_type: builtins.str) -> BadRequest:
+    """Go's error for ``value`` found in ``struct.key`` of type ``go_type``."""
+    return BadRequest(f"json: cannot unmarshal {json_kind(value)} into Go struct field {struct}.{key} of type {go_type}")
+
+
 class Fields:
     """Typed access to a decoded JSON object, raising Go-style 400s on type mismatches."""
 
@@ -152,9 +157,7 @@ class Fields:
         return _MISSING if value is None else value
 
     def _mismatch(self, key: builtins.str, value: Any, go_type: builtins.str) -> BadRequest:
-        return BadRequest(
-            f"json: cannot unmarshal {json_kind(value)} into Go struct field {self.struct}.{key} of type {go_type}"
-        )
+        return mismatch(self.struct, key, value, go_type)
 
     def has(self, key: builtins.str) -> builtins.bool:
         return self._get(key) is not _MISSING
@@ -218,6 +221,24 @@ class Fields:
             if not isinstance(v, str):
                 raise self._mismatch(key, v, "string")
         return value
+
+    def opt_float(self, key: builtins.str, go_type: builtins.str = "float64") -> builtins.float | None:
+        """A number (``None`` when absent or null); a bool or anything else is Go's mismatch."""
+        value = self._get(key)
+        if value is _MISSING:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self._mismatch(key, value, go_type)
+        return value
+
+    def object(self, key: builtins.str, go_type: builtins.str) -> Fields | None:
+        """A nested object as :class:`Fields` of ``<struct>.<key>`` (``None`` when absent or null)."""
+        value = self._get(key)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, dict):
+            raise self._mismatch(key, value, go_type)
+        return Fields(value, f"{self.struct}.{key}")
 
     def raw(self, key: builtins.str) -> Any:
         """The value as given (``None`` when absent or null)."""

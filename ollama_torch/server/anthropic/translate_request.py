@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import BadRequest
-from ..decode import Fields, json_kind
+from ..decode import Fields, json_kind, mismatch
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +52,10 @@ class Translated:
 
 
 # -- decoding: the types Go's encoding/json checks before any conversion -----------------------------------
-def _mismatch(struct: str, key: str, value: Any, go: str) -> BadRequest:
-    return BadRequest(f"json: cannot unmarshal {json_kind(value)} into Go struct field {struct}.{key} of type {go}")
 
 
-def _object(fields: Fields, key: str, go: str) -> Fields | None:
-    value = fields.raw(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise _mismatch(fields.struct, key, value, go)
-    return Fields(value, f"{fields.struct}.{key}")
 
 
-def _opt_number(fields: Fields, key: str) -> float | None:
-    value = fields.raw(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _mismatch(fields.struct, key, value, "float64")
-    return value
 
 
 def _block(raw: Any) -> Fields:
@@ -83,7 +67,7 @@ def _block(raw: Any) -> Fields:
         block.str(key)
     block.dict("input", "api.ToolCallFunctionArguments")
     block.opt_bool("is_error")
-    source = _object(block, "source", "anthropic.ImageSource")
+    source = block.object("source", "anthropic.ImageSource")
     if source is not None:
         for key in ("type", "media_type", "data", "url"):
             source.str(key)
@@ -111,7 +95,7 @@ def _tools(fields: Fields) -> list[Fields]:
     out = []
     for raw in fields.list("tools", "[]anthropic.Tool"):
         if not isinstance(raw, dict):
-            raise _mismatch(fields.struct, "tools", raw, "anthropic.Tool")
+            raise mismatch(fields.struct, "tools", raw, "anthropic.Tool")
         tool = Fields(raw, f"{fields.struct}.tools")
         for key in ("type", "name", "description"):
             tool.str(key)
@@ -202,7 +186,7 @@ def convert_message(role: str, blocks: list[Fields], tool_names: dict[str, str])
         if kind == "text":
             text.append(block.str("text"))
         elif kind == "image":
-            images.append(image_data(_object(block, "source", "anthropic.ImageSource")))
+            images.append(image_data(block.object("source", "anthropic.ImageSource")))
         elif kind in ("tool_use", "server_tool_use"):
             if kind == "tool_use" and not block.str("id"):
                 raise BadRequest("tool_use block missing required 'id' field")
@@ -293,7 +277,7 @@ def output_format(output_config: Fields | None) -> Any:
     """``output_config.format`` ``{"type": "json_schema", "schema": ...}`` as the native ``format``."""
     if output_config is None:
         return None
-    fmt = _object(output_config, "format", "anthropic.OutputFormat")
+    fmt = output_config.object("format", "anthropic.OutputFormat")
     if fmt is None or fmt.str("type") != "json_schema":
         return None
     return fmt.raw("schema")
@@ -321,9 +305,9 @@ def _chat(fields: Fields, max_tokens: int | None) -> tuple[dict[str, Any], list[
     no ``max_tokens``: None). Every field's type is checked before any value is, as Go decodes first."""
     messages = [_message(m, fields.struct) for m in fields.list("messages", "[]anthropic.MessageParam")]
     tools = _tools(fields)
-    choice = _object(fields, "tool_choice", "anthropic.ToolChoice")
-    thinking = _object(fields, "thinking", "anthropic.ThinkingConfig")
-    output_config = _object(fields, "output_config", "anthropic.OutputConfig")
+    choice = fields.object("tool_choice", "anthropic.ToolChoice")
+    thinking = fields.object("thinking", "anthropic.ThinkingConfig")
+    output_config = fields.object("output_config", "anthropic.OutputConfig")
     if not fields.str("model"):
         raise BadRequest("model is required")
     if max_tokens is not None and max_tokens <= 0:
@@ -354,10 +338,10 @@ def messages_request(fields: Fields) -> Translated:
     """``POST /v1/messages`` -> ``/api/chat``."""
     max_tokens = fields.int("max_tokens")
     stream = fields.bool("stream")
-    temperature, top_p = _opt_number(fields, "temperature"), _opt_number(fields, "top_p")
+    temperature, top_p = fields.opt_float("temperature"), fields.opt_float("top_p")
     top_k = fields.int("top_k") if fields.has("top_k") else None
     stop = fields.list_str("stop_sequences")
-    _object(fields, "metadata", "anthropic.Metadata")
+    fields.object("metadata", "anthropic.Metadata")
     native, messages, tools, require_call = _chat(fields, max_tokens)
     options: dict[str, Any] = {"num_predict": max_tokens}
     for key, value in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k)):

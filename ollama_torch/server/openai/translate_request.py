@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import BadRequest
-from ..decode import Fields, check_depth, json_kind, parse_body
+from ..decode import Fields, check_depth, json_kind, mismatch, parse_body
 from .prompts import PromptInput, parse_prompts
 
 CHAT = "ChatCompletionRequest"
@@ -65,8 +65,6 @@ def go_type(value: Any) -> str:
     return "map[string]interface {}"
 
 
-def _mismatch(struct: str, key: str, value: Any, go: str) -> BadRequest:
-    return BadRequest(f"json: cannot unmarshal {json_kind(value)} into Go struct field {struct}.{key} of type {go}")
 
 
 def decode(body: bytes, struct: str, package: str = "openai") -> Fields:
@@ -84,30 +82,16 @@ def decode(body: bytes, struct: str, package: str = "openai") -> Fields:
     return Fields(data, struct)
 
 
-def _opt_float(fields: Fields, key: str, go: str = "float64") -> float | None:
-    value = fields.raw(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _mismatch(fields.struct, key, value, go)
-    return value
 
 
 def _opt_int(fields: Fields, key: str) -> int | None:
     return fields.int(key) if fields.has(key) else None
 
 
-def _object(fields: Fields, key: str, go: str) -> Fields | None:
-    value = fields.raw(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise _mismatch(fields.struct, key, value, go)
-    return Fields(value, f"{fields.struct}.{key}")
 
 
 def _include_usage(fields: Fields) -> bool:
-    options = _object(fields, "stream_options", "openai.StreamOptions")
+    options = fields.object("stream_options", "openai.StreamOptions")
     return options.bool("include_usage") if options is not None else False
 
 
@@ -142,14 +126,14 @@ def think_from_effort(effort: str) -> bool | str | None:
 
 
 def _format(fields: Fields) -> Any:
-    response_format = _object(fields, "response_format", "openai.ResponseFormat")
+    response_format = fields.object("response_format", "openai.ResponseFormat")
     if response_format is None:
         return None
     kind = response_format.str("type").strip().lower()
     if kind == "json_object":
         return "json"
     if kind == "json_schema":
-        schema = _object(response_format, "json_schema", "openai.JsonSchema")
+        schema = response_format.object("json_schema", "openai.JsonSchema")
         return schema.raw("schema") if schema is not None else None
     return None  # "text" and unknown types: free text
 
@@ -180,7 +164,7 @@ def tool_calls_to_native(calls: list[Any]) -> list[dict[str, Any]]:
         if not isinstance(call, dict):
             raise BadRequest(f"json: cannot unmarshal {json_kind(call)} into Go struct field {CHAT}.messages.tool_calls of type openai.ToolCall")
         tc = Fields(call, struct)
-        function = _object(tc, "function", "struct { Name string; Arguments string }")
+        function = tc.object("function", "struct { Name string; Arguments string }")
         name = function.str("name") if function is not None else ""
         arguments = function.str("arguments") if function is not None else ""
         try:
@@ -302,19 +286,19 @@ def chat_request(fields: Fields) -> Translated:
         max_tokens = _opt_int(fields, "max_completion_tokens")
     if max_tokens is not None:
         options["num_predict"] = max_tokens
-    temperature = _opt_float(fields, "temperature")
+    temperature = fields.opt_float("temperature")
     options["temperature"] = 1.0 if temperature is None else temperature
     seed = _opt_int(fields, "seed")
     if seed is not None:
         options["seed"] = seed
     for key in ("frequency_penalty", "presence_penalty"):
-        value = _opt_float(fields, key)
+        value = fields.opt_float(key)
         if value is not None:
             options[key] = value
-    top_p = _opt_float(fields, "top_p")
+    top_p = fields.opt_float("top_p")
     options["top_p"] = 1.0 if top_p is None else top_p
 
-    reasoning = _object(fields, "reasoning", "openai.Reasoning")
+    reasoning = fields.object("reasoning", "openai.Reasoning")
     effort = reasoning.str("effort") if reasoning is not None else fields.str("reasoning_effort")
     think = think_from_effort(effort)
 
@@ -326,7 +310,7 @@ def chat_request(fields: Fields) -> Translated:
     tools = fields.list("tools", "[]api.Tool")
     for tool in tools:
         if not isinstance(tool, dict):
-            raise _mismatch(fields.struct, "tools", tool, "api.Tool")
+            raise mismatch(fields.struct, "tools", tool, "api.Tool")
     if tools:
         native["tools"] = tools
     if think is not None:
@@ -355,15 +339,15 @@ def completion_request(fields: Fields) -> Translated:
     max_tokens = _opt_int(fields, "max_tokens")
     if max_tokens is not None:
         options["num_predict"] = max_tokens
-    temperature = _opt_float(fields, "temperature", "float32")
+    temperature = fields.opt_float("temperature", "float32")
     options["temperature"] = 1.0 if temperature is None else temperature
     seed = _opt_int(fields, "seed")
     if seed is not None:
         options["seed"] = seed
     # non-pointer float32 fields in Ollama's struct: always sent, 0 when absent; top_p 0 means 1
-    options["frequency_penalty"] = _opt_float(fields, "frequency_penalty", "float32") or 0.0
-    options["presence_penalty"] = _opt_float(fields, "presence_penalty", "float32") or 0.0
-    options["top_p"] = _opt_float(fields, "top_p", "float32") or 1.0
+    options["frequency_penalty"] = fields.opt_float("frequency_penalty", "float32") or 0.0
+    options["presence_penalty"] = fields.opt_float("presence_penalty", "float32") or 0.0
+    options["top_p"] = fields.opt_float("top_p", "float32") or 1.0
 
     stream = fields.bool("stream")
     first = prompts[0] if isinstance(prompts[0], str) else ""

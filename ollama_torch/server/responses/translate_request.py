@@ -50,26 +50,10 @@ class Translated:
     require_tool_call: bool = False  # ``tool_choice`` ``required`` or one function: the answer starts with a call
 
 
-def _mismatch(struct: str, key: str, value: Any, go: str) -> BadRequest:
-    return BadRequest(f"json: cannot unmarshal {json_kind(value)} into Go struct field {struct}.{key} of type {go}")
 
 
-def _object(fields: Fields, key: str, go: str) -> Fields | None:
-    value = fields.raw(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise _mismatch(fields.struct, key, value, go)
-    return Fields(value, f"{fields.struct}.{key}")
 
 
-def _opt_number(fields: Fields, key: str) -> float | None:
-    value = fields.raw(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _mismatch(fields.struct, key, value, "float64")
-    return value
 
 
 # -- content and items ---------------------------------------------------------------------------------------
@@ -256,8 +240,8 @@ def choose_tools(tools: list[dict[str, Any]], choice: Any) -> tuple[list[dict[st
 
 
 def text_format(fields: Fields) -> Any:
-    text = _object(fields, "text", "openai.ResponsesText")
-    fmt = _object(text, "format", "openai.ResponsesTextFormat") if text is not None else None
+    text = fields.object("text", "openai.ResponsesText")
+    fmt = text.object("format", "openai.ResponsesTextFormat") if text is not None else None
     if fmt is None:
         return None
     kind = fmt.str("type")
@@ -276,9 +260,9 @@ def responses_request(fields: Fields) -> Translated:
     model, instructions = fields.str("model"), fields.str("instructions")
     stream = fields.bool("stream")
     fields.bool("background")
-    temperature, top_p = _opt_number(fields, "temperature"), _opt_number(fields, "top_p")
+    temperature, top_p = fields.opt_float("temperature"), fields.opt_float("top_p")
     max_output = fields.int("max_output_tokens") if fields.has("max_output_tokens") else None
-    reasoning = _object(fields, "reasoning", "openai.ResponsesReasoning")
+    reasoning = fields.object("reasoning", "openai.ResponsesReasoning")
     effort = reasoning.str("effort") if reasoning is not None else ""
     if reasoning is not None:
         reasoning.str("summary")

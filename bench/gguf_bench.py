@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.common import cpu_name, smollm2_f32  # noqa: E402
 from converters.gguf_export import export_hf, load_source, parse_gguf_type  # noqa: E402
 
 TEXT = ROOT / "tests" / "data" / "perplexity-en.txt"
@@ -132,15 +132,6 @@ def verdict(name: str, agree: float, ratio: float) -> str:
     return ""
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def report(rows: list[Row], ref_ppl: float, tokens: int, threads: int, load: tuple[float, float]) -> str:
     module = llama_cpp()
@@ -169,14 +160,6 @@ def report(rows: list[Row], ref_ppl: float, tokens: int, threads: int, load: tup
     lines += [f"- **{r.name}**: {' '.join(r.sample.split())}" for r in rows]
     return "\n".join(lines) + "\n"
 
-
-def smollm2_f32(workdir: Path) -> Path:
-    from converters.gguf_to_hf import convert_gguf_to_hf
-    from ollama_torch.demo import demo_gguf
-
-    out = workdir / "smollm2-f32"
-    convert_gguf_to_hf(demo_gguf(), out)
-    return out
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from bench.common import smollm2_f32  # noqa: E402
 from converters.int4 import register  # noqa: E402
 from converters.quantize import quantize_directory  # noqa: E402
 from converters.quantize_schemes import SCHEMES, QuantScheme  # noqa: E402
@@ -66,14 +67,6 @@ def aliases(scheme: QuantScheme) -> str:
     same = [n for n, s in SCHEMES.items() if (s.method, s.dtype, s.blocksize, s.double_quant) == (scheme.method, scheme.dtype, scheme.blocksize, scheme.double_quant)]
     return " = ".join(same)
 
-
-def smollm2_f32(workdir: Path) -> Path:
-    from converters.gguf_to_hf import convert_gguf_to_hf
-    from ollama_torch.demo import demo_gguf
-
-    out = workdir / "smollm2-f32"
-    convert_gguf_to_hf(demo_gguf(), out)
-    return out
 
 
 @torch.inference_mode()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -22,6 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import cpu_name  # noqa: E402
 
 SECTIONS = [
     ("gen", "Generation (continuous batching vs plain Transformers)", "gen_bench.py"),
@@ -34,20 +36,6 @@ SECTIONS = [
     ("lmeval", "lm-evaluation-harness loglikelihood requests: the server vs lm-eval's hf backend", "lmeval_bench.py"),
     ("gguf", "GGUF export: size, quality and llama.cpp speed", "gguf_bench.py"),
 ]
-
-
-def cpu_name() -> str:
-    """The CPU's model name and the vector extensions that decide which kernels run (AMD and Intel differ)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    vendor = "AMD" if "AuthenticAMD" in info else "Intel" if "GenuineIntel" in info else ""
-    have = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX")) if flag in flags]
-    extras = ", ".join(([vendor] if vendor and vendor not in name else []) + have)
-    return f"{name or platform.processor() or 'unknown CPU'}" + (f" ({extras})" if extras else "")
 
 
 FOOTER = re.compile(r"^<sub>(?P<script>[\w.]+\.py), [^<]*</sub>$", re.M)

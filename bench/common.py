@@ -1,0 +1,30 @@
+"""What several benchmarks share: the machine's name in their reports, and SmolLM2 as float32 Safetensors."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU's model name and the vector extensions that decide which kernels run (AMD and Intel differ)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    vendor = "AMD" if "AuthenticAMD" in info else "Intel" if "GenuineIntel" in info else ""
+    have = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX")) if flag in flags]
+    extras = ", ".join(([vendor] if vendor and vendor not in name else []) + have)
+    return f"{name or platform.processor() or 'unknown CPU'}" + (f" ({extras})" if extras else "")
+
+
+def smollm2_f32(workdir: Path) -> Path:
+    """SmolLM2-135M-Instruct as float32 Safetensors: the demo GGUF converted as the store converts it."""
+    from converters.gguf_to_hf import convert_gguf_to_hf
+    from ollama_torch.demo import demo_gguf
+
+    out = workdir / "smollm2-f32"
+    convert_gguf_to_hf(demo_gguf(), out)
+    return out

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest
 from ..store import ConfigV2, Layer, MediaType, ModelStore
@@ -36,6 +36,7 @@ from .request import Emit
 
 if TYPE_CHECKING:
     from converters.gguf_export import GGUFType
+    from converters.gguf_info import GGUFInfo
 
 PROGRESS_DIGEST = "0000000000000000000"  # Ollama reports conversion progress under this placeholder digest
 HF_TYPES = (MediaType.TENSOR, MediaType.JSON, MediaType.FILE)
@@ -252,14 +253,9 @@ def _workdir(store: ModelStore) -> Iterator[Path]:
 def gguf_config(store: ModelStore, result: GGUFResult, source: ConfigV2) -> ConfigV2:
     """The config blob of a model stored as ``result``: Ollama's GGUF fields from the file's metadata, the
     type in ``file_type`` and ``quantization``, and where it came from."""
-    from converters.chat_template import jinja_template_capabilities
-    from converters.common import human_number
     from converters.gguf_info import read_gguf_info
 
     info = read_gguf_info(store.blobs.path(result.digest))
-    caps = list(info.capabilities)
-    if "completion" in caps and info.chat_template:
-        caps += sorted(jinja_template_capabilities(info.chat_template))
     extra = {k: v for k, v in source.extra.items() if k not in ("quantization", "torch_dtype")}
     writer = "llama.cpp" if result.file_type not in ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1") else "gguf"
     extra.update(
@@ -267,12 +263,24 @@ def gguf_config(store: ModelStore, result: GGUFResult, source: ConfigV2) -> Conf
         quantization={"method": writer, "type": result.file_type, "source_file_type": source.file_type or result.file_type},
     )
     extra.setdefault("source_format", source.model_format or "gguf")
+    return config_of_gguf(info, file_type=result.file_type, extra=extra)
+
+
+def config_of_gguf(info: GGUFInfo, *, file_type: str, extra: dict[str, Any]) -> ConfigV2:
+    """Ollama's config fields for a model whose weights are the GGUF ``info`` describes: family, size,
+    context, and capabilities (with what its Jinja chat template adds: tools, thinking)."""
+    from converters.chat_template import jinja_template_capabilities
+    from converters.common import human_number
+
+    caps = list(info.capabilities)
+    if "completion" in caps and info.chat_template:
+        caps += sorted(jinja_template_capabilities(info.chat_template))
     return ConfigV2(
         model_format="gguf",
         model_family=info.architecture,
         model_families=[info.architecture],
         model_type=human_number(info.parameter_count),
-        file_type=result.file_type,
+        file_type=file_type,
         capabilities=caps,
         context_length=info.context_length,
         embedding_length=info.embedding_length,

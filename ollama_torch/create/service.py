@@ -246,23 +246,7 @@ def _from_gguf(
     emit({"status": "parsing GGUF"})
     ensure_gguf_converted(store, digest, emit)
     layers.existing(Layer(MediaType.MODEL, digest, store.blobs.size(digest)))
-    from converters.chat_template import jinja_template_capabilities
-    from converters.common import human_number
-
-    caps = list(info.capabilities)
-    if "completion" in caps and info.chat_template:
-        caps += sorted(jinja_template_capabilities(info.chat_template))
-    return ConfigV2(
-        model_format="gguf",
-        model_family=info.architecture,
-        model_families=[info.architecture],
-        model_type=human_number(info.parameter_count),
-        file_type=info.file_type,
-        capabilities=caps,
-        context_length=info.context_length,
-        embedding_length=info.embedding_length,
-        extra={"parameter_count": info.parameter_count},
-    )
+    return gguf.config_of_gguf(info, file_type=info.file_type, extra={"parameter_count": info.parameter_count})
 
 
 def _check_gguf_architecture(architecture: str) -> None:

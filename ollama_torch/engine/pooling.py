@@ -158,13 +158,14 @@ def parse_pooling_config(config: dict[str, Any]) -> tuple[tuple[str, ...], bool]
     return modes, bool(config.get("include_prompt", True))
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path, model: str = "embedding model") -> Any:
+    """A JSON file of a model's directory; None when it is absent, a 500 naming it when it is unreadable."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise InternalError(f"unreadable {path.name} in the embedding model: {exc}") from None
+        raise InternalError(f"unreadable {path.name} in the {model}: {exc}") from None
 
 
 def default_pooling(decoder: bool) -> tuple[str, ...]:
@@ -173,9 +174,9 @@ def default_pooling(decoder: bool) -> tuple[str, ...]:
 
 def read_pipeline(model_dir: Path, *, decoder: bool) -> SentencePipeline:
     """The sentence-transformers pipeline in ``model_dir``, or the architecture's default without one."""
-    modules = _read_json(model_dir / "modules.json")
+    modules = read_json(model_dir / "modules.json")
     if not isinstance(modules, list):
-        bert_cfg = _read_json(model_dir / "sentence_bert_config.json") or {}
+        bert_cfg = read_json(model_dir / "sentence_bert_config.json") or {}
         return SentencePipeline(
             pooling=default_pooling(decoder),
             max_seq_length=_int_or_none(bert_cfg.get("max_seq_length")),
@@ -192,17 +193,17 @@ def read_pipeline(model_dir: Path, *, decoder: bool) -> SentencePipeline:
         kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
         path = model_dir / str(entry.get("path", "") or "")
         if kind == "Transformer":
-            bert_cfg = _read_json(path / "sentence_bert_config.json") or {}
+            bert_cfg = read_json(path / "sentence_bert_config.json") or {}
             max_seq_length = _int_or_none(bert_cfg.get("max_seq_length"))
             do_lower_case = bool(bert_cfg.get("do_lower_case", False))
         elif kind == "Pooling":
-            pooling, include_prompt = parse_pooling_config(_read_json(path / "config.json") or {})
+            pooling, include_prompt = parse_pooling_config(read_json(path / "config.json") or {})
         elif kind == "Dense":
             if pooling is None:
                 raise InternalError("a Dense module before Pooling (token-level projection) is not supported")
             dense.append(load_dense(path))
         elif kind == "Normalize":
-            cfg = _read_json(path / "config.json") or {}
+            cfg = read_json(path / "config.json") or {}
             if cfg.get("module_input_name", "sentence_embedding") != "sentence_embedding":
                 raise InternalError("a Normalize module over token embeddings is not supported")
             normalize = True
@@ -237,7 +238,7 @@ def _activation(name: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def load_dense(path: Path) -> DenseLayer:
-    cfg = _read_json(path / "config.json")
+    cfg = read_json(path / "config.json")
     if not isinstance(cfg, dict):
         raise InternalError(f"the Dense module {path.name!r} has no config.json")
     state = _dense_weights(path)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -41,6 +40,7 @@ from ..errors import InternalError
 from .api import RankedDocument
 from .embedder import plan_chunks
 from .loader import LoadedModel
+from .pooling import read_json
 from .threads import BatchQueue
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,7 @@ def rank(scores: Sequence[float], top_n: int | None) -> tuple[RankedDocument, ..
 
 # -- the model's sentence-transformers configuration ---------------------------------------------------------
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise InternalError(f"unreadable {path.name} in the reranking model: {exc}") from None
+    return read_json(path, "reranking model")
 
 
 def resolve_activation(path: str) -> torch.nn.Module | None:

@@ -218,6 +218,23 @@ def test_request_is_echoed() -> None:
     assert final["output"] == []
 
 
+def test_an_empty_answer_is_an_empty_message_when_not_streamed() -> None:
+    """Nothing said and nothing called (a model that stops at once): the stream has no item, as Ollama's; the
+    ``stream: false`` answer has one empty message, as Ollama's ``ToResponse`` gives."""
+    events, stream = run([done("length")], {"max_output_tokens": 1})
+    assert stream.final is not None and stream.final["output"] == []
+    assert [name for name, _ in events] == ["response.created", "response.in_progress", "response.incomplete"]
+    [message] = stream.answer()["output"]
+    assert message["type"] == "message" and message["status"] == "incomplete" and message["role"] == "assistant"
+    assert message["content"] == [{"type": "output_text", "text": "", "annotations": [], "logprobs": []}]
+    _, thought = run([Thinking("hmm"), done()])
+    assert [item["type"] for item in thought.answer()["output"]] == ["reasoning", "message"]
+    _, called = run([ToolCalls((ToolCall("f", {}, "call_a", 0),)), done()])
+    assert [item["type"] for item in called.answer()["output"]] == ["function_call"]
+    _, said = run([Content("hi"), done()])
+    assert said.answer() is said.final
+
+
 def test_failure_after_the_start() -> None:
     stream = resp.ResponseStream("resp_1", "m", {})
     events = stream.feed(Content("partial")) + stream.failed("boom")

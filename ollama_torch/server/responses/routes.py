@@ -43,7 +43,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
             stream.feed(chunk)
     except Exception as exc:
         return error_answer(as_ollama_error(exc))
-    return json_answer(stream.final)
+    return json_answer(stream.answer())
 
 
 async def _stream(request: web.Request, chunks: AsyncIterator[Chunk], stream: resp.ResponseStream) -> web.StreamResponse:

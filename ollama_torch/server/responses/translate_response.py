@@ -149,6 +149,17 @@ class ResponseStream:
             events.append(self._event(f"response.{status}", response=self.final))
         return events  # Logprobs: not sent (Ollama sends none either)
 
+    def answer(self) -> dict[str, Any]:
+        """The ``stream: false`` answer: the final response, with an empty message when the model said nothing
+        and called nothing (Ollama's ``ToResponse`` always answers a message then; its stream, like ours, has
+        no item for it)."""
+        assert self.final is not None, "the engine's chunks end with Done"
+        if any(item["type"] in ("message", "function_call") for item in self.final["output"]):
+            return self.final
+        status = "incomplete" if self.final["status"] == "incomplete" else "completed"
+        empty = {"id": new_id("msg"), "type": "message", "status": status, "role": "assistant", "content": [_text_part("")]}
+        return {**self.final, "output": [*self.final["output"], empty]}
+
     def failed(self, message: str) -> list[Event]:
         """The stream's end after an error: the open item finished, the output so far, ``status: failed``."""
         events = self._close("incomplete")

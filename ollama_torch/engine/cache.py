@@ -151,6 +151,17 @@ class BatchKVCache(Cache):
         self.rows += len(prompt_lengths)
         return first
 
+    def make_room(self, prompt_length: int) -> None:
+        """Grow now for a row whose prompt has ``prompt_length`` tokens and joins later (a long prompt read in
+        chunks): the shift and the larger buffer ``reserve_rows`` would need then are made at once, by the
+        caller's choice of moment, so the join is not one long stall for every running row (growing the
+        buffer copies and zeroes every row's keys and values: 0.4 s for 8 rows of SmolLM2 at 4,096 columns).
+        Decode steps in between use the new room; a compaction may take the shift back (it is cheap), the
+        capacity stays."""
+        if self.rows and prompt_length > self.length:
+            self._shift_right(prompt_length - self.length + LEFT_MARGIN)
+        self._ensure_capacity(max(self.length, LEFT_MARGIN + prompt_length) + LEFT_MARGIN)
+
     def load_prefix(self, row: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         """Copy a cached prefix ([kv_heads, n, head_dim] per layer) into the start of ``row``."""
         start = self.starts[row]

@@ -206,6 +206,8 @@ class ModelWorker:
         if seq.partial is None:
             hit = self._lookup_prefix(seq)
             seq.partial = PartialPrefill.start(self.loaded.model.config, hit)
+            if self.cache is not None:  # the batch's room for it, in this chunk's time rather than at its join
+                self.cache.make_room(len(seq.tokens))
             log.info("reading a %d-token prompt in chunks of %s while %d rows decode", len(seq.tokens),
                      budget or "all", len(self.rows))
             if hit is not None and not seq.resumed:

@@ -27,6 +27,8 @@ def test_random_joins_steps_and_leaves_keep_every_row_intact() -> None:
     expected: list[list[float]] = []  # per active row: the values of its tokens, oldest first
     counter = 0.0
     for _ in range(300):
+        if rng.random() < 0.05:  # a long prompt starts being read in chunks: room for it is made early
+            cache.make_room(rng.randint(1, 300))
         action = rng.random()
         if action < 0.25 and cache.rows < cache.max_rows:
             lengths = [rng.randint(1, rng.choice((40, 40, 300))) for _ in range(rng.randint(1, cache.max_rows - cache.rows))]
@@ -75,3 +77,18 @@ def test_random_joins_steps_and_leaves_keep_every_row_intact() -> None:
             for layer in range(LAYERS):
                 assert got_k[layer][0, :, 0].tolist() == expected[r]
                 assert got_v[layer][1, :, 2].tolist() == expected[r]
+
+
+def test_room_made_early_is_there_at_the_join() -> None:
+    """``make_room`` does the growing a long prompt's join would do, so the join itself copies nothing,
+    even after the rows kept decoding meanwhile."""
+    cache = BatchKVCache(LAYERS, max_rows=4, kv_heads=HEADS, head_dim=DIM, dtype=torch.float32, device=torch.device("cpu"), capacity=8)
+    cache.reserve_rows([5, 7])
+    cache.make_room(500)
+    buffers, capacity = cache.keys[0], cache.capacity
+    for _ in range(20):
+        cache.begin_decode()
+        cache.end_step(advance=True)
+    row = cache.reserve_rows([500])
+    assert cache.keys[0] is buffers and cache.capacity == capacity and row == 2
+    assert cache.length - cache.starts[row] == 500

@@ -154,14 +154,7 @@ def test_errors(oai: OpenAI, smollm2: str) -> None:
     assert "image URLs are not currently supported" in url.value.message
 
 
-@pytest.fixture(scope="module")
-def embed_route(http: httpx.Client) -> None:
-    probe = http.post("/api/embed", json={})
-    if probe.status_code == 404 and probe.text.strip() == "404 page not found":
-        pytest.skip("/api/embed (server/routes_embed.py) is not registered in make_app yet")
-
-
-def test_embeddings(oai: OpenAI, http: httpx.Client, embed_route: None, minilm: str) -> None:
+def test_embeddings(oai: OpenAI, http: httpx.Client, minilm: str) -> None:
     texts = ["hello world", "the sky is blue"]
     encoded = oai.embeddings.create(model=minilm, input=texts)  # the SDK asks for base64 and decodes it
     floats = oai.embeddings.create(model=minilm, input=texts, encoding_format="float")

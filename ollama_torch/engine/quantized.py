@@ -97,6 +97,45 @@ class Int8WeightLinear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
+def _quantized_types() -> tuple[type, ...]:
+    """Layers whose floating tensors are quantization state (scales, zeros) in the dtype their kernel takes."""
+    from converters.int4 import Int4Linear
+
+    types: list[type] = [Int8WeightLinear, Int4Linear]
+    try:
+        from bitsandbytes.nn import Linear4bit, Linear8bitLt
+
+        types += [Linear8bitLt, Linear4bit]
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def cast_unquantized(model: Any, dtype: torch.dtype) -> int:
+    """Cast the floating parameters of every layer that is not quantized (embeddings, norms, the output head)
+    to ``dtype``; returns how many changed. Loading pre-quantized weights keeps those in the dtype they were
+    stored in, whatever dtype was asked for, so a model asked for in float32 (``OLLAMA_TORCH_DTYPE``) would
+    compute in bfloat16 while its cache is float32. Quantized layers keep their state: their kernels take
+    it in its own dtype and convert their input themselves."""
+    quantized = _quantized_types()
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, quantized):
+            continue
+        for param in module.parameters(recurse=False):
+            if param.is_floating_point() and param.dtype != dtype:
+                param.data = param.data.to(dtype)
+                changed += 1
+    return changed
+
+
+def compute_dtype(model: Any, default: torch.dtype) -> torch.dtype:
+    """The dtype the model's activations are in: its input embeddings' (what the KV cache must hold)."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(embeddings, "weight", None)
+    return weight.dtype if isinstance(weight, torch.Tensor) and weight.is_floating_point() else default
+
+
 def prepare_for_cpu(model: Any) -> int:
     """Swap bitsandbytes 8-bit Linear layers of a model loaded on CPU for ``Int8WeightLinear``; returns how
     many. Layers whose weights are not (yet) int8 rows with their absmax are left as they are."""

@@ -17,7 +17,7 @@ import ollama
 import pytest
 
 from tests.e2e.conftest import upload_dir
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -133,3 +133,20 @@ def test_interrupted_quantization_leaves_no_manifest(server: ServerProcess, clie
     assert not any(p.name.startswith("quantize-") for p in tmp.iterdir())
     assert "smol-cut:latest" not in {m.model for m in client.list().models}
     assert not (server.models / "manifests/registry.ollama.ai/library/smol-cut").exists()
+
+
+@pytest.mark.parametrize("level", ["q8_0", "q4_K_M"])
+def test_dtype_setting_reaches_a_quantized_model(server: ServerProcess, client: ollama.Client, source: str,
+                                                 tmp_path: Path, level: str) -> None:
+    """``OLLAMA_TORCH_DTYPE=float32`` on a model quantized at create time: its unquantized layers compute in
+    float32 as asked (they load in their stored bfloat16 otherwise), and the KV cache matches them. Before,
+    the 8-bit model failed every request ("Expected query, key, and value to have the same dtype")."""
+    name = f"smol-dtype-{level.lower()}"
+    quantize(client, name, level)
+    with running_server(server.models, tmp_path / "server.log", env={"OLLAMA_TORCH_DTYPE": "float32"}) as other:
+        text = ollama.Client(host=other.url, timeout=600).generate(model=name, prompt=PROMPT, options=GREEDY).response
+        log = other.log()
+    assert len(text.split()) >= 8, text
+    assert any(word in text.lower() for word in ("sky", "blue", "light", "scatter", "atmosphere")), text
+    [loaded] = [line for line in log.splitlines() if f"msg=loaded {name}" in line]
+    assert "on cpu (float32)" in loaded, loaded

@@ -28,7 +28,7 @@ from urllib.parse import quote
 from ..create import CreateModel, CreateRequest
 from ..errors import OllamaError
 from ..names import ModelName
-from ..store import ModelStore
+from ..store import BlobPins, ModelStore
 from .client import RegistryError, RegistryNotFound
 from .download import DigestMismatch
 
@@ -152,14 +152,17 @@ def pull_hf(store: ModelStore, name: ModelName, emit: Emit, *, create: CreateMod
         raise ValueError(f"{name} is not a Hugging Face name")
     emit({"status": "pulling manifest"})
     workdir = store.root / "ollama-torch" / "hf-downloads" / quote(ref.repo_id, safe="")
-    files = _download(store, ref, workdir, emit)
-    emit({"status": "verifying sha256 digest"})
-    create(store, CreateRequest(name=_store_name(name), files=files), emit, noprune=noprune)
+    with store.pinning() as pins:  # the files' blobs, found stored or imported, until the create holds them
+        files = _download(store, ref, workdir, emit, pins)
+        emit({"status": "verifying sha256 digest"})
+        create(store, CreateRequest(name=_store_name(name), files=files), emit, noprune=noprune)
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _download(store: ModelStore, ref: HfRef, workdir: Path, emit: Emit) -> dict[str, str]:
-    """Fetch the files ``ref`` selects into the store; repository path -> digest."""
+def _download(store: ModelStore, ref: HfRef, workdir: Path, emit: Emit, pins: BlobPins) -> dict[str, str]:
+    """Fetch the files ``ref`` selects into the store; repository path -> digest. Each blob is pinned before
+    it is looked for (or, without an LFS hash to know it by, once imported): a concurrent delete of another
+    model holding it would otherwise collect it before the create references it."""
     import huggingface_hub
     from huggingface_hub import errors as hf_errors
 
@@ -180,6 +183,8 @@ def _download(store: ModelStore, ref: HfRef, workdir: Path, emit: Emit) -> dict[
             sibling = siblings[path]
             sha = sibling.lfs.sha256 if sibling.lfs else ""
             size = int(sibling.size or 0)
+            if sha:
+                pins.add(f"sha256:{sha}")
             if not (sha and store.blobs.exists(f"sha256:{sha}")):
                 local = huggingface_hub.hf_hub_download(
                     ref.repo_id,
@@ -189,6 +194,7 @@ def _download(store: ModelStore, ref: HfRef, workdir: Path, emit: Emit) -> dict[
                     tqdm_class=_tqdm_for(report, path, sha, size),
                 )
                 digest = store.blobs.import_file(Path(str(local)))
+                pins.add(digest)
                 if sha and digest != f"sha256:{sha}":
                     raise DigestMismatch(f"sha256:{sha}", digest)
             report(_progress(path, sha, size, size))

@@ -5,7 +5,9 @@ with ``completed == total``) -> ``verifying sha256 digest`` (only blobs download
 -> ``writing manifest`` (the registry's bytes, unchanged, so the local digest is the registry's) ->
 ``removing unused layers`` when an older manifest of the same name left blobs behind -> ``success``.
 
-A failed pull writes no manifest and leaves nothing under a final digest that was not verified; its
+Every blob of the manifest is pinned (``ModelStore.pinning``) from before it is found stored or committed
+until the manifest is written, so a concurrent delete of another model sharing it, or a prune, cannot
+collect it in between. A failed pull writes no manifest and leaves nothing under a final digest that was not verified; its
 partial downloads stay so that pulling again continues where this one stopped.
 """
 
@@ -59,28 +61,31 @@ async def pull_model(
             log.warning("pulling %s over an unreadable manifest: %s", name, exc)
 
     yield {"status": "pulling manifest"}
-    async with RegistryClient(name, insecure=insecure, options=transfers.options) as client:
-        manifest, raw = await fetch_manifest(client)
-        layers = [*manifest.layers, *([manifest.config] if manifest.config.digest else [])]
-        downloaded: list[str] = []
-        for layer in layers:
-            digest = parse_digest(layer.digest)
-            if digest not in downloaded and store.blobs.exists(digest):
-                size = store.blobs.size(digest)
-                yield progress_line("pulling", digest, size, size)
-                continue
-            if digest in downloaded:
-                continue
-            downloaded.append(digest)
-            async for line in transfers.download(name, insecure, client.token, store.blobs, digest):
-                yield line
+    with store.pinning() as pins:
+        async with RegistryClient(name, insecure=insecure, options=transfers.options) as client:
+            manifest, raw = await fetch_manifest(client)
+            # before any blob is found stored or committed; held until the manifest references them
+            pins.add(*manifest.digests())
+            layers = [*manifest.layers, *([manifest.config] if manifest.config.digest else [])]
+            downloaded: list[str] = []
+            for layer in layers:
+                digest = parse_digest(layer.digest)
+                if digest not in downloaded and store.blobs.exists(digest):
+                    size = store.blobs.size(digest)
+                    yield progress_line("pulling", digest, size, size)
+                    continue
+                if digest in downloaded:
+                    continue
+                downloaded.append(digest)
+                async for line in transfers.download(name, insecure, client.token, store.blobs, digest):
+                    yield line
 
-    yield {"status": "verifying sha256 digest"}
-    for digest in downloaded:
-        await transfers.commit(store.blobs, digest)
+        yield {"status": "verifying sha256 digest"}
+        for digest in downloaded:
+            await transfers.commit(store.blobs, digest)
 
-    yield {"status": "writing manifest"}
-    await asyncio.to_thread(store.write_manifest_bytes, name, raw, prune)
+        yield {"status": "writing manifest"}
+        await asyncio.to_thread(store.write_manifest_bytes, name, raw, prune)
     if prune and old_digests - manifest.digests():
         yield {"status": "removing unused layers"}
     yield {"status": "success"}

@@ -6,6 +6,9 @@ a layer reused from another model; 201 means mounted), send it in ``PATCH`` chun
 ``Content-Range`` and finish with ``PUT <location>?digest=`` -> ``pushing manifest`` (the local manifest
 bytes, unchanged) -> ``success``.
 
+The model's blobs are pinned (``ModelStore.pinning``) while they are read, so deleting the model (or
+another sharing a layer) meanwhile removes them only once the push is done.
+
 A chunk that fails is resumed from the offset the registry reports for the upload session
 (``GET <location>`` -> ``Range: 0-<last>``); if the session is gone, the upload starts over.
 """
@@ -205,14 +208,17 @@ async def push_model(
     yield {"status": "retrieving manifest"}
     if name.scheme == "http" and not insecure:
         raise InsecureProtocol()
-    _, manifest, raw = store.read_manifest(name)
-    layers = [*manifest.layers, *([manifest.config] if manifest.config.digest else [])]
-    async with RegistryClient(name, insecure=insecure, options=options) as client:
-        for layer in layers:
-            async for line in upload_blob(client, store.blobs, layer, options):
-                yield line
-        yield {"status": "pushing manifest"}
-        headers = {"Content-Type": MANIFEST_MEDIA_TYPE}
-        async with client.open("PUT", client.manifest_url(), headers=headers, body=raw):
-            pass
+    with store.pinning() as pins:
+        with store.lock:  # read and pin at once: a delete of the model cannot fall in between
+            _, manifest, raw = store.read_manifest(name)
+            pins.add(*manifest.digests())
+        layers = [*manifest.layers, *([manifest.config] if manifest.config.digest else [])]
+        async with RegistryClient(name, insecure=insecure, options=options) as client:
+            for layer in layers:
+                async for line in upload_blob(client, store.blobs, layer, options):
+                    yield line
+            yield {"status": "pushing manifest"}
+            headers = {"Content-Type": MANIFEST_MEDIA_TYPE}
+            async with client.open("PUT", client.manifest_url(), headers=headers, body=raw):
+                pass
     yield {"status": "success"}

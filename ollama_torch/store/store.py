@@ -8,7 +8,9 @@ garbage collection, so a blob cannot be collected between a create's check and i
 A create reads its source's layers and writes (or finds already stored) its new blobs long before it
 writes its manifest, and until then no manifest references them: a concurrent delete of another model
 sharing one of them, or a prune, would collect it and the create would fail with ``blob ... not found``.
-So a create holds its digests in ``pinning()``: pinned blobs count as referenced by every collection.
+So a create holds its digests in ``pinning()``: pinned blobs count as referenced by every collection. A pull
+(blobs found stored or downloaded before its manifest is written) and a push (blobs read while it uploads)
+pin theirs the same way.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ mid-download continues, after a restart, from the bytes its part records claim.
 from __future__ import annotations
 
 import json
+import random
 import re
 import signal
 import threading
@@ -18,7 +19,7 @@ import ollama
 import pytest
 
 from ollama_torch.names import ModelName
-from ollama_torch.store import Manifest, ModelStore
+from ollama_torch.store import ConfigV2, Layer, Manifest, MediaType, ModelStore
 from tests.registry_fixtures import Registry, assert_same_model, make_synthetic_model, registry, running_proxy
 from tests.server_process import ServerProcess, start_server
 
@@ -116,6 +117,52 @@ def test_pull_resumes_after_the_server_is_killed(registry: Registry, tmp_path: P
             dst.stop()
         assert proxy.blob_bytes <= Manifest.from_bytes(raw).size - saved + 16
         assert_same_model(src_store, dst_store, name)
+
+
+def test_delete_of_a_model_sharing_a_layer_during_a_pull(registry: Registry, server: ServerProcess, client: ollama.Client) -> None:
+    """A pull finds a layer stored (held by another model), and that model is deleted while the pull downloads
+    its next layer: the pull still succeeds and the layer stays (it was pinned), until its last model goes."""
+    store = ModelStore(server.models)
+    shared = store.blobs.write_bytes(b"e2e: a layer two models share")
+    with running_proxy(registry.url) as proxy:
+        name = f"{proxy.host}/library/e2e-shared:latest"
+        manifest = _store_model(store, name, [shared, store.blobs.write_bytes(random.Random(102).randbytes(2_000_000))])
+        big = manifest.layers[1].digest
+        assert client.push(name, insecure=True).status == "success"
+        _store_model(store, "e2e-holder", [shared])
+        client.delete(name)
+        assert store.blobs.exists(shared) and not store.blobs.exists(big)
+
+        proxy.reset()
+        proxy.throttle = 0.02  # ~800 KB/s: the big layer takes ~2.5 s
+        outcome: list[object] = []
+        pulling = threading.Thread(target=lambda: outcome.append(_pull_or_error(client, name)), daemon=True)
+        pulling.start()
+        deadline = time.monotonic() + 60
+        while proxy.blob_bytes < 200_000:  # the shared layer was found stored; the big one is downloading
+            assert time.monotonic() < deadline and pulling.is_alive(), outcome
+            time.sleep(0.02)
+        client.delete("e2e-holder")  # its only other holder: was removed, and the pull failed "blob ... not found"
+        pulling.join(60)
+        assert outcome == ["success"], outcome
+    assert all(store.blobs.exists(d) for d in manifest.digests())
+    client.delete(name)
+    assert not any(store.blobs.exists(d) for d in manifest.digests())
+
+
+def _store_model(store: ModelStore, name: str, digests: list[str]) -> Manifest:
+    layers = tuple(Layer(MediaType.MODEL, d, store.blobs.size(d)) for d in digests)
+    config = ConfigV2(model_format="gguf", model_family="llama", extra={"name": name}).to_bytes()
+    manifest = Manifest(Layer(MediaType.CONFIG, store.blobs.write_bytes(config), len(config)), layers)
+    store.write_manifest(ModelName.parse(name), manifest)
+    return manifest
+
+
+def _pull_or_error(client: ollama.Client, name: str) -> str:
+    try:
+        return str(client.pull(name, insecure=True).status)
+    except ollama.ResponseError as exc:
+        return f"error: {exc.error}"
 
 
 def _post_ignoring_errors(url: str, body: dict[str, object]) -> None:

@@ -135,15 +135,42 @@ def _target_dtype(file_type: str) -> torch.dtype:
 def _convert_into(
     gguf_path: Path, info: GGUFInfo, tmp: Path, progress: Progress, max_shard_bytes: int
 ) -> None:
-    import torch
     from gguf import GGUFReader
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers import AutoTokenizer
 
     reader = GGUFReader(gguf_path)  # memory-mapped: tensor data is read one tensor at a time below
     total = len(reader.tensors) + 2
     progress(0, total)
+
+    parsed, config, model = _hf_config(gguf_path, info)
+    config.save_pretrained(tmp)
+    _write_tokenizer(AutoTokenizer, gguf_path, info, tmp)
+    if "embedding" not in info.capabilities:
+        _write_generation_config(info.metadata, tmp)
+    progress(1, total)
+
+    _write_weights(reader, info.architecture, parsed, model, _target_dtype(info.file_type), tmp, max_shard_bytes, progress, total)
+    progress(total, total)
+
+
+def write_hf_config(gguf_path: Path, out_dir: Path) -> Path:
+    """Only the ``config.json`` ``convert_gguf_to_hf`` writes for ``gguf_path``, from its metadata (no tensor
+    is read): what checking a LoRA adapter against the base needs, before the conversion, which can take
+    minutes, has run. Same ``ValueError``s as the conversion for an architecture it cannot convert."""
+    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    info = read_gguf_info(gguf_path)
+    check_supported_architecture(info.architecture)
+    _hf_config(gguf_path, info)[1].save_pretrained(out_dir)
+    return out_dir
+
+
+def _hf_config(gguf_path: Path, info: GGUFInfo) -> tuple[dict[str, Any], Any, Any]:
+    """(Transformers' parse of the GGUF, the Hugging Face config written for it, the model on the meta
+    device: names, shapes and tied keys only, no memory)."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     # The same config Transformers builds for `from_pretrained(gguf_file=...)` on these architectures.
     parsed = load_gguf_checkpoint(str(gguf_path), return_tensors=False)
@@ -155,22 +182,14 @@ def _convert_into(
         raise ValueError(
             f'unsupported architecture "{info.architecture}" in GGUF: not {kind} model in Transformers'
         )
-    with torch.device("meta"):  # names, shapes and tied keys only; no memory
+    with torch.device("meta"):
         model = auto.from_config(config)
 
-    dtype = _target_dtype(info.file_type)
     config.architectures = [type(model).__name__]
-    config.dtype = dtype
+    config.dtype = _target_dtype(info.file_type)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.save_pretrained(tmp)
-    _write_tokenizer(AutoTokenizer, gguf_path, info, tmp)
-    if not embedding:
-        _write_generation_config(info.metadata, tmp)
-    progress(1, total)
-
-    _write_weights(reader, info.architecture, parsed, model, dtype, tmp, max_shard_bytes, progress, total)
-    progress(total, total)
+    return parsed, config, model
 
 
 def _write_tokenizer(auto_tokenizer: Any, gguf_path: Path, info: GGUFInfo, tmp: Path) -> None:

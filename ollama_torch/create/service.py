@@ -17,6 +17,8 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,10 +115,9 @@ def _create(
     pull: Pull | None,
     gguf_type: GGUFType | None = None,
 ) -> None:
-    adapters: list[str | bytes] | None = None  # with gguf: the adapter layers, decided before anything streams
+    kind = ""
     if req.from_:
         config = _from_model(store, req, layers, emit, pull, scheme)
-        adapters = _gguf_adapters(store, req.adapters, layers) if req.gguf else None
     else:
         layers.pins.add(*req.files.values())  # uploaded blobs no manifest references yet
         for path, digest in req.files.items():
@@ -125,19 +126,24 @@ def _create(
         kind = _detect_kind(store, req.files)
         if kind == "safetensors":
             config = _from_safetensors(store, req, layers, scheme)
-            adapters = _gguf_adapters(store, req.adapters, layers) if req.gguf else None
-            emit({"status": "converting model"})
         else:
-            config = _from_gguf(store, req, layers, emit, scheme, gguf_type)
+            config = _from_gguf(store, req, layers, scheme, gguf_type)
+    # Every adapter is checked against the base before the first status line (a GGUF file's base by its
+    # config alone, see ``_base_config``), so a refusal is a 400, not an error line inside a 200.
+    adapters = _gguf_adapters(store, req.adapters, layers) if req.gguf else None  # the GGUF LoRA layers
+    peft = _checked_adapters(store, req.adapters, layers) if req.adapters and not req.gguf else []
+    if kind == "safetensors":
+        emit({"status": "converting model"})
+    elif kind == "gguf":
+        emit({"status": "parsing GGUF"})
+        ensure_gguf_converted(store, layers.of_type(MediaType.MODEL)[0].digest, emit)
     if scheme is not None:
         layers.items, config = quantize_layers(store, layers.items, config, scheme, emit, layers.pins)
-    if req.gguf:
-        if adapters is None:  # a GGUF file's base is known once it is converted
-            adapters = _gguf_adapters(store, req.adapters, layers)
+    if adapters is not None:
         config = _to_gguf(store, req, layers, config, gguf_type, emit)
         _store_gguf_adapters(layers, adapters)
-    elif req.adapters:
-        _add_adapters(store, req.adapters, layers, emit)
+    elif peft:
+        _add_adapters(store, peft, layers, emit)
 
     if req.template:
         layers.remove(MediaType.TEMPLATE, MediaType.PROMPT)
@@ -221,8 +227,10 @@ def _from_safetensors(store: ModelStore, req: CreateRequest, layers: _Layers, sc
 
 
 def _from_gguf(
-    store: ModelStore, req: CreateRequest, layers: _Layers, emit: Emit, scheme: QuantScheme | None, gguf_type: GGUFType | None = None
+    store: ModelStore, req: CreateRequest, layers: _Layers, scheme: QuantScheme | None, gguf_type: GGUFType | None = None
 ) -> ConfigV2:
+    """The GGUF file's model layer and config, checked without streaming; the caller converts it after the
+    adapter checks (the conversion streams progress)."""
     from converters.gguf_info import read_gguf_info
 
     candidates = sorted(p for p, d in req.files.items() if p.endswith(".gguf") or _is_gguf_blob(store, d))
@@ -243,8 +251,6 @@ def _from_gguf(
     _check_gguf_architecture(info.architecture)
     check_quantizable(scheme, info.file_type)
     gguf.check_retype(info.file_type, gguf_type)
-    emit({"status": "parsing GGUF"})
-    ensure_gguf_converted(store, digest, emit)
     layers.existing(Layer(MediaType.MODEL, digest, store.blobs.size(digest)))
     return gguf.config_of_gguf(info, file_type=info.file_type, extra={"parameter_count": info.parameter_count})
 
@@ -299,17 +305,16 @@ def _layer_json(store: ModelStore, layer: Layer) -> dict[str, Any]:
 
 
 # -- adapters -----------------------------------------------------------------------------------------
-def _add_adapters(store: ModelStore, files: dict[str, str], layers: _Layers, emit: Emit) -> None:
-    """Check each uploaded LoRA adapter against the base being built and add it as ``adapter`` layers named
-    ``adapters/<id>/<file>`` (several ADAPTER lines stack). A unit is a directory of the ``adapters`` map:
+def _checked_adapters(store: ModelStore, files: dict[str, str], layers: _Layers) -> list[dict[str, str | bytes]]:
+    """Check each uploaded LoRA adapter against the base being built; per adapter, its PEFT files (file name ->
+    blob digest, or converted bytes) for ``_add_adapters``. A unit is a directory of the ``adapters`` map:
     its ``adapter_config.json`` + ``adapter_model.safetensors`` (PEFT's format); each GGUF file (a LoRA as
-    Ollama takes it) is a unit of its own, converted here once to that PEFT form. Every unit is checked
-    before any converted file is stored, so a refusal leaves nothing behind."""
+    Ollama takes it) is a unit of its own, converted here once to that PEFT form. Nothing is stored here, so
+    a refusal leaves nothing behind."""
     from converters.lora import CONFIG, WEIGHTS, UnsupportedAdapter, check_against_base, read_adapter
 
     units, gguf_units = _adapter_units(store, files, layers)
-    existing = {layer.name for layer in layers.of_type(MediaType.ADAPTER)}
-    checked: list[dict[str, str | bytes]] = []  # per unit: file name -> blob digest, or converted bytes
+    checked: list[dict[str, str | bytes]] = []
     with _base_config(store, layers) as base_dir:
         for unit, unit_files in sorted(units.items()):
             label = unit or "the adapter"
@@ -324,6 +329,15 @@ def _add_adapters(store: ModelStore, files: dict[str, str], layers: _Layers, emi
                 checked.append(peft_files)
             except UnsupportedAdapter as exc:
                 raise BadRequest(f"{label}: {exc}") from None
+    return checked
+
+
+def _add_adapters(store: ModelStore, checked: list[dict[str, str | bytes]], layers: _Layers, emit: Emit) -> None:
+    """Add the adapters ``_checked_adapters`` passed as ``adapter`` layers named ``adapters/<id>/<file>``
+    (several ADAPTER lines stack), storing converted files now."""
+    from converters.lora import WEIGHTS
+
+    existing = {layer.name for layer in layers.of_type(MediaType.ADAPTER)}
     for adapter_files in checked:
         digests = {name: _stored(store, layers, value) for name, value in adapter_files.items()}
         adapter_id = digests[WEIGHTS].removeprefix("sha256:")[:12]
@@ -369,6 +383,8 @@ def _gguf_adapters(store: ModelStore, files: dict[str, str], layers: _Layers) ->
             _, adapter_id, name = layer.name.split("/", 2)
             inherited.setdefault(adapter_id, {})[name] = layer.digest
     out: list[str | bytes] = []
+    if not units and not inherited:
+        return out
     with _base_config(store, layers) as base_dir:
         for adapter_id, unit_files in inherited.items():
             if "" in unit_files:
@@ -443,27 +459,41 @@ def _stored(store: ModelStore, layers: _Layers, value: str | bytes) -> str:
     return digest
 
 
-class _base_config:
+@contextmanager
+def _base_config(store: ModelStore, layers: _Layers) -> Iterator[Path]:
     """A directory holding the config.json of the base the manifest being built runs (for the adapter
-    checks): the Safetensors layers' own, or the GGUF's conversion."""
+    checks): the Safetensors layers' own, or a GGUF's (``_gguf_config``)."""
+    gguf = layers.of_type(MediaType.MODEL)
+    if gguf:
+        with _gguf_config(store, gguf[0].digest) as directory:
+            yield directory
+        return
+    config = [layer for layer in layers.of_type(MediaType.JSON) if layer.name == "config.json"]
+    if not config:
+        raise BadRequest("adapters need a base model: the model has no weights to apply them to")
+    with _materialized(store, {"config.json": config[0].digest}) as directory:
+        yield directory
 
-    def __init__(self, store: ModelStore, layers: _Layers) -> None:
-        self.store, self.layers = store, layers
-        self.inner: _materialized | None = None
 
-    def __enter__(self) -> Path:
-        gguf = self.layers.of_type(MediaType.MODEL)
-        if gguf:
-            return ensure_gguf_converted(self.store, gguf[0].digest)
-        config = [layer for layer in self.layers.of_type(MediaType.JSON) if layer.name == "config.json"]
-        if not config:
-            raise BadRequest("adapters need a base model: the model has no weights to apply them to")
-        self.inner = _materialized(self.store, {"config.json": config[0].digest})
-        return self.inner.__enter__()
+@contextmanager
+def _gguf_config(store: ModelStore, digest: str) -> Iterator[Path]:
+    """The GGUF's conversion when it was converted already, else the same config.json written from the
+    file's metadata alone: the adapter checks run before the first status line, and the conversion streams
+    progress and can take minutes."""
+    from converters.gguf_to_hf import write_hf_config
 
-    def __exit__(self, *exc: object) -> None:
-        if self.inner is not None:
-            self.inner.__exit__(*exc)
+    converted = store.derived_dir(digest)
+    if (converted / "config.json").is_file():
+        yield converted
+        return
+    root = store.root / "ollama-torch" / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="gguf-config-", dir=root) as tmp:
+        try:
+            directory = write_hf_config(store.blobs.path(digest), Path(tmp))
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        yield directory
 
 
 # -- checks ---------------------------------------------------------------------------------------------

@@ -200,6 +200,61 @@ def test_refusals_store_nothing(client: ollama.Client, http: httpx.Client, serve
     assert http.post("/api/show", json={"model": "ga-refused"}).status_code == 404
 
 
+@pytest.fixture(scope="module")
+def base_gguf(tiny: dict[str, Any]) -> Path:
+    """The tiny base as an F32 GGUF file (a GGUF source for create), its greedy tokens the base's."""
+    from converters.gguf_export import export_hf
+
+    path = tiny["root"] / "base-f32.gguf"
+    export_hf(tiny["base"], path)
+    return path
+
+
+@pytest.mark.parametrize("gguf", [True, False])
+def test_a_gguf_file_sources_adapter_refusals_come_before_streaming(client: ollama.Client, http: httpx.Client, server: ServerProcess,
+                                                                  tiny: dict[str, Any], base_gguf: Path, gguf: bool) -> None:
+    """A GGUF file as the source (its base known only from the file) with an adapter that is refused: a 400
+    before the first status line (the GGUF was parsed and converted first, so it was an error line inside a
+    200), and nothing stored: no blob, no model, no conversion of the source."""
+    root = tiny["root"]
+    corrupt = root / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 64)
+    cases = [
+        ({"a/adapter_config.json": "sha256:" + "0" * 64}, 'file "a/adapter_config.json" has no blob'),
+        ({"corrupt.gguf": client.create_blob(corrupt)}, "corrupt.gguf: the adapter is not a readable GGUF file"),
+    ]
+    if gguf:  # what has no GGUF LoRA form
+        alphas = train_lora(tiny["base"], root / "file-alphas", seed=13, steps=1, alpha_pattern={"v_proj": 32})
+        cases.append((adapter_files(client, alphas), "file-alphas: llama.cpp applies one LoRA alpha to every module"))
+    source = client.create_blob(base_gguf)
+    derived = server.models / "ollama-torch" / "derived" / source.replace(":", "-")
+    blobs, converted = set((server.models / "blobs").iterdir()), derived.exists()  # by an earlier test, or not
+    for adapters, message in cases:
+        r = http.post("/api/create", json={"model": "ga-file-refused", "files": {"base.gguf": source}, "adapters": adapters, "gguf": gguf}, timeout=600)
+        assert r.status_code == 400 and message in r.json()["error"], r.text
+    assert set((server.models / "blobs").iterdir()) == blobs
+    assert http.post("/api/show", json={"model": "ga-file-refused"}).status_code == 404
+    assert derived.exists() == converted  # refused before the source was converted
+
+
+def test_create_gguf_from_a_gguf_file_with_an_adapter(client: ollama.Client, http: httpx.Client, server: ServerProcess,
+                                                      tiny: dict[str, Any], base_gguf: Path) -> None:
+    """A GGUF file, a PEFT adapter, ``gguf: true``: the file is the model layer as it is, the adapter a GGUF
+    LoRA layer; llama.cpp (model + --lora) and our engine serving it both give PEFT's greedy tokens."""
+    source = client.create_blob(base_gguf)
+    body = {"model": "ga-file", "files": {"base.gguf": source}, "adapters": adapter_files(client, tiny["qv"]), "gguf": True}
+    lines = [json.loads(line) for line in http.post("/api/create", json=body, timeout=600).text.splitlines()]
+    assert lines[0] == {"status": "parsing GGUF"} and lines[-1] == {"status": "success"}, lines
+    layers = manifest(server, "ga-file")["layers"]
+    models = [layer["digest"] for layer in layers if layer["mediaType"] == MODEL]
+    adapters = [layer["digest"] for layer in layers if layer["mediaType"] == ADAPTER]
+    assert models == [source] and len(adapters) == 1
+    prompt_ids, reply = engine_greedy(client, "ga-file")
+    expected = peft_greedy(tiny["base"], [tiny["qv"]], prompt_ids, N)
+    assert reply == expected
+    assert llama_cpp_greedy(blob(server, source), prompt_ids, N, blob(server, adapters[0])) == expected
+
+
 def test_push_and_pull_carry_the_gguf_adapter(registry: Registry, client: ollama.Client, http: httpx.Client, server: ServerProcess,
                                               tiny: dict[str, Any]) -> None:
     """A GGUF adapter model through a real registry: the adapter layer goes up and comes back unchanged,

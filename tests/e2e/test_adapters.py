@@ -175,6 +175,16 @@ def test_create_refuses_an_adapter_of_another_shape_or_module(client: ollama.Cli
     assert not {"lora-missing:latest", "lora-shape:latest"} & {m.model for m in client.list().models}
 
 
+def test_adapter_refusals_come_before_streaming(client: ollama.Client, http: httpx.Client, tiny: dict[str, Any], tmp_path: Path) -> None:
+    """Where the source streams before the adapters are added (Safetensors files: ``converting model``; a
+    quantize), a refused adapter is still a 400 before the first status line, not an error line in a 200."""
+    bad = adapter_files(client, _variant(tiny["qv"], tmp_path / "dora", use_dora=True))
+    for source in ({"files": upload_dir(client, tiny["base"])}, {"from": "lora-base", "quantize": "q8_0"}):
+        r = http.post("/api/create", json={"model": "lora-late", "adapters": bad, **source}, timeout=600)
+        assert r.status_code == 400 and "DoRA adapters" in r.json()["error"], r.text
+    assert "lora-late:latest" not in [m.model for m in client.list().models]
+
+
 def test_embeddings_of_an_adapter_model_use_the_adapter(client: ollama.Client, tiny: dict[str, Any]) -> None:
     base = client.embed(model="lora-base", input="The sky is blue.").embeddings[0]
     tuned = client.embed(model="lora-all", input="The sky is blue.").embeddings[0]

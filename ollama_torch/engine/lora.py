@@ -225,7 +225,7 @@ def gguf_adapter_dir(store: ModelStore, model: StoredModel, digest: str) -> Path
     if base is None:
         raise BadRequest(f"{model.name.display_shortest} has no weights to apply its adapters to")
     out = store.derived_dir(digest) / f"peft-{base.digest.removeprefix('sha256:')[:16]}"
-    with _convert_lock:
+    with _convert_lock(out):
         if (out / "adapter_model.safetensors").is_file():
             return out
         log.info("converting the GGUF LoRA %s for %s", digest[:19], model.name.display_shortest)
@@ -255,4 +255,12 @@ def _base_config_dir(store: ModelStore, model: StoredModel, base: Layer) -> Iter
         shutil.rmtree(directory, ignore_errors=True)
 
 
-_convert_lock = threading.Lock()  # one GGUF LoRA conversion at a time: two requests would race on its directory
+_convert_locks: dict[Path, threading.Lock] = {}
+_convert_locks_guard = threading.Lock()
+
+
+def _convert_lock(out: Path) -> threading.Lock:
+    """The lock of one GGUF LoRA conversion (its output directory: one adapter digest on one base): two
+    requests for it would race on the directory, while different adapters' first loads convert in parallel."""
+    with _convert_locks_guard:
+        return _convert_locks.setdefault(out, threading.Lock())

@@ -36,7 +36,7 @@ def test_queue_limit_and_lru(limited: ServerProcess, tiny_llama_dir: Path, tiny_
     client.generate(model="tiny", prompt="")  # load
 
     def generate(_: int) -> int:
-        r = httpx.post(f"{limited.url}/api/generate", json={"model": "tiny", "prompt": "hello", "stream": False, "options": {"num_predict": 400, "temperature": 1.0}}, timeout=120)
+        r = httpx.post(f"{limited.url}/api/generate", json={"model": "tiny", "prompt": "hello", "stream": False, "options": {"num_predict": 400, "temperature": 1.0, "seed": 7}}, timeout=120)
         if r.status_code == 503:
             assert r.json() == {"error": "server busy, please try again.  maximum pending requests exceeded"}
         return r.status_code

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -18,10 +19,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+def missing_test_data(message: str) -> NoReturn:
+    """A model package the tests need is not installed: a skip, or a failure under ``make test``
+    (``OLLAMA_TORCH_REQUIRE_TEST_DATA=1``), where the install step provides it and its absence is a bug."""
+    if os.environ.get("OLLAMA_TORCH_REQUIRE_TEST_DATA"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def _package_dir(module: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
-        pytest.skip(f"{module} is not installed")
+        missing_test_data(f"{module} is not installed")
     return Path(spec.origin).parent
 
 
@@ -33,7 +42,7 @@ def smollm2_gguf() -> Path:
     except DemoModelMissing as exc:
         if exc.installed:
             raise
-        pytest.skip(str(exc))
+        missing_test_data(str(exc))
 
 
 @pytest.fixture(scope="session")

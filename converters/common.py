@@ -1,6 +1,10 @@
-"""Small formatting helpers shared by the converters: Ollama's human-readable parameter counts."""
+"""Small helpers shared by the converters: Ollama's human-readable parameter counts, and the lock of one
+output directory."""
 
 from __future__ import annotations
+
+import threading
+from pathlib import Path
 
 THOUSAND = 1000
 MILLION = THOUSAND * 1000
@@ -28,3 +32,15 @@ def human_number(n: int) -> str:
     if n >= THOUSAND:
         return f"{float(n) / THOUSAND:.0f}K"
     return str(n)
+
+
+_directory_locks: dict[Path, threading.Lock] = {}
+_directory_locks_guard = threading.Lock()
+
+
+def directory_lock(out_dir: Path) -> threading.Lock:
+    """The one lock of a conversion's output directory: concurrent callers converting into it wait for a
+    single conversion, while conversions into other directories run in parallel. Kept for the process's
+    life (one small entry per directory)."""
+    with _directory_locks_guard:
+        return _directory_locks.setdefault(Path(out_dir).resolve(), threading.Lock())

@@ -24,11 +24,11 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .common import directory_lock
 from .gguf_info import GGUFInfo, read_gguf_info
 
 if TYPE_CHECKING:
@@ -82,19 +82,13 @@ def convert_gguf_to_hf(
         raise
 
 
-_locks: dict[Path, threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
 def converted(gguf_path: Path, out_dir: Path, progress: Progress | None = None) -> tuple[Path, bool]:
     """``out_dir`` holding the Hugging Face form of ``gguf_path``, converted now unless a conversion is
     already there; concurrent callers for one ``out_dir`` wait for a single conversion. Returns the
     directory and whether it was converted by this call (``progress`` is only called then). The
     conversion is complete once ``out_dir`` exists (it is renamed into place at the end)."""
     out_dir = Path(out_dir)
-    with _locks_guard:
-        lock = _locks.setdefault(out_dir.resolve(), threading.Lock())
-    with lock:
+    with directory_lock(out_dir):
         if (out_dir / "config.json").is_file():
             return out_dir, False
         convert_gguf_to_hf(gguf_path, out_dir, progress)

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from converters.common import directory_lock
 from converters.lora import read_adapter, strip_prefix
 
 from ..store import Layer, MediaType, ModelStore, StoredModel
@@ -225,7 +226,7 @@ def gguf_adapter_dir(store: ModelStore, model: StoredModel, digest: str) -> Path
     if base is None:
         raise BadRequest(f"{model.name.display_shortest} has no weights to apply its adapters to")
     out = store.derived_dir(digest) / f"peft-{base.digest.removeprefix('sha256:')[:16]}"
-    with _convert_lock(out):
+    with directory_lock(out):  # one adapter digest on one base: converted once, other adapters in parallel
         if (out / "adapter_model.safetensors").is_file():
             return out
         log.info("converting the GGUF LoRA %s for %s", digest[:19], model.name.display_shortest)
@@ -254,13 +255,3 @@ def _base_config_dir(store: ModelStore, model: StoredModel, base: Layer) -> Iter
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
-
-_convert_locks: dict[Path, threading.Lock] = {}
-_convert_locks_guard = threading.Lock()
-
-
-def _convert_lock(out: Path) -> threading.Lock:
-    """The lock of one GGUF LoRA conversion (its output directory: one adapter digest on one base): two
-    requests for it would race on the directory, while different adapters' first loads convert in parallel."""
-    with _convert_locks_guard:
-        return _convert_locks.setdefault(out, threading.Lock())

@@ -311,7 +311,7 @@ def _checked_adapters(store: ModelStore, files: dict[str, str], layers: _Layers)
     its ``adapter_config.json`` + ``adapter_model.safetensors`` (PEFT's format); each GGUF file (a LoRA as
     Ollama takes it) is a unit of its own, converted here once to that PEFT form. Nothing is stored here, so
     a refusal leaves nothing behind."""
-    from converters.lora import CONFIG, WEIGHTS, UnsupportedAdapter, check_against_base, read_adapter
+    from converters.lora import UnsupportedAdapter
 
     units, gguf_units = _adapter_units(store, files, layers)
     checked: list[dict[str, str | bytes]] = []
@@ -322,14 +322,21 @@ def _checked_adapters(store: ModelStore, files: dict[str, str], layers: _Layers)
                 if unit in gguf_units:
                     checked.append(_converted_gguf_lora(store, unit_files[unit], base_dir))
                     continue
-                wanted = {name: unit_files[name] for name in (CONFIG, WEIGHTS) if name in unit_files}
-                with _materialized(store, wanted) as adapter_dir:
-                    check_against_base(read_adapter(adapter_dir), base_dir)
-                peft_files: dict[str, str | bytes] = dict(wanted)
-                checked.append(peft_files)
+                checked.append(dict(_checked_peft(store, unit_files, base_dir)))
             except UnsupportedAdapter as exc:
                 raise BadRequest(f"{label}: {exc}") from None
     return checked
+
+
+def _checked_peft(store: ModelStore, unit_files: dict[str, str], base_dir: Path) -> dict[str, str]:
+    """A PEFT adapter's files (``adapter_config.json``, ``adapter_model.safetensors``: name -> blob digest),
+    checked against the base in ``base_dir`` (``UnsupportedAdapter`` naming what does not fit)."""
+    from converters.lora import CONFIG, WEIGHTS, check_against_base, read_adapter
+
+    wanted = {name: unit_files[name] for name in (CONFIG, WEIGHTS) if name in unit_files}
+    with _materialized(store, wanted) as adapter_dir:
+        check_against_base(read_adapter(adapter_dir), base_dir)
+    return wanted
 
 
 def _add_adapters(store: ModelStore, checked: list[dict[str, str | bytes]], layers: _Layers, emit: Emit) -> None:
@@ -372,7 +379,7 @@ def _gguf_adapters(store: ModelStore, files: dict[str, str], layers: _Layers) ->
     adapter (checked against the base first). What has no GGUF LoRA form is a 400 naming why; nothing is
     stored here."""
     from converters.gguf_export import UnsupportedExport
-    from converters.lora import CONFIG, WEIGHTS, UnsupportedAdapter, check_against_base, read_adapter
+    from converters.lora import UnsupportedAdapter
 
     units, gguf_units = _adapter_units(store, files, layers)
     inherited: dict[str, dict[str, str]] = {}  # the source model's adapters, in order: id -> file -> digest
@@ -401,10 +408,7 @@ def _gguf_adapters(store: ModelStore, files: dict[str, str], layers: _Layers) ->
                     _converted_gguf_lora(store, unit_files[unit], base_dir)
                     out.append(unit_files[unit])
                     continue
-                wanted = {name: unit_files[name] for name in (CONFIG, WEIGHTS) if name in unit_files}
-                with _materialized(store, wanted) as adapter_dir:
-                    check_against_base(read_adapter(adapter_dir), base_dir)
-                out.append(_peft_to_gguf_lora(store, wanted, base_dir))
+                out.append(_peft_to_gguf_lora(store, _checked_peft(store, unit_files, base_dir), base_dir))
             except (UnsupportedAdapter, UnsupportedExport) as exc:
                 raise BadRequest(f"{label}: {exc}") from None
     return out

@@ -111,22 +111,19 @@ def _quantized_types() -> tuple[type, ...]:
     return tuple(types)
 
 
-def cast_unquantized(model: Any, dtype: torch.dtype) -> int:
+def cast_unquantized(model: Any, dtype: torch.dtype) -> None:
     """Cast the floating parameters of every layer that is not quantized (embeddings, norms, the output head)
-    to ``dtype``; returns how many changed. Loading pre-quantized weights keeps those in the dtype they were
+    to ``dtype``. Loading pre-quantized weights keeps those in the dtype they were
     stored in, whatever dtype was asked for, so a model asked for in float32 (``OLLAMA_TORCH_DTYPE``) would
     compute in bfloat16 while its cache is float32. Quantized layers keep their state: their kernels take
     it in its own dtype and convert their input themselves."""
     quantized = _quantized_types()
-    changed = 0
     for module in model.modules():
         if isinstance(module, quantized):
             continue
         for param in module.parameters(recurse=False):
             if param.is_floating_point() and param.dtype != dtype:
                 param.data = param.data.to(dtype)
-                changed += 1
-    return changed
 
 
 def compute_dtype(model: Any, default: torch.dtype) -> torch.dtype:

@@ -175,6 +175,7 @@ class Settings:
     device: str = ""  # OLLAMA_TORCH_DEVICE: "cuda", "cuda:1", "cpu"; "" = CUDA when present
     dtype: str = ""  # OLLAMA_TORCH_DTYPE: "float32", "bfloat16", "float16"; "" = device default
     prefill_chunk: int = 0  # OLLAMA_TORCH_PREFILL_CHUNK: prompt tokens per step while others decode; 0 = adaptive
+    compile: bool = False  # OLLAMA_TORCH_COMPILE: compiled decode steps (engine/compiled.py)
     api_key: str = field(default="", repr=False)  # OLLAMA_TORCH_API_KEY(_FILE): "" = no authentication
 
     @classmethod
@@ -215,6 +216,7 @@ class Settings:
             device=_var(env, "OLLAMA_TORCH_DEVICE"),
             dtype=_var(env, "OLLAMA_TORCH_DTYPE"),
             prefill_chunk=max(0, _int(env, "OLLAMA_TORCH_PREFILL_CHUNK", 0)),
+            compile=_bool(env, "OLLAMA_TORCH_COMPILE"),
             api_key=_api_key(env),
         )
 
@@ -227,6 +229,11 @@ class Settings:
         # Ollama defaults to 1 because llama.cpp splits num_ctx across slots; our KV cache grows per
         # request, so a batch of 8 costs nothing until it is used, and batching is where the speed is.
         return self.num_parallel if self.num_parallel > 0 else 8
+
+    @property
+    def compile_dir(self) -> Path | None:
+        """Where compiled decode steps are kept between loads and restarts, or ``None`` when they are off."""
+        return self.models / "compiled" if self.compile else None
 
     @property
     def default_num_ctx(self) -> int:

@@ -221,7 +221,8 @@ class Scheduler:
             else:
                 from .worker import ModelWorker
 
-                worker = ModelWorker(loaded, self.settings.effective_num_parallel, prefill_chunk=self.settings.prefill_chunk)
+                worker = ModelWorker(loaded, self.settings.effective_num_parallel, prefill_chunk=self.settings.prefill_chunk,
+                                     compile_dir=self.settings.compile_dir)
         except BaseException:
             loaded.cleanup()
             raise

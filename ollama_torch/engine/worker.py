@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import queue
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +28,7 @@ from ..errors import InternalError
 from .api import TokenLogprob
 from .cache import BatchKVCache
 from .chunked import ChunkPlanner, PartialPrefill
+from .compiled import CompiledDecode, buckets_for, use_cache_dir
 from .loader import LoadedModel
 from .logprobs import TokenBytes, batch_logprobs, entry_from_row
 from .lora import routed
@@ -63,7 +66,10 @@ class _Seq:
 
 
 class ModelWorker:
-    def __init__(self, loaded: LoadedModel, max_rows: int, prefix_cache_bytes: int = 256 << 20, prefill_chunk: int = 0) -> None:
+    def __init__(
+        self, loaded: LoadedModel, max_rows: int, prefix_cache_bytes: int = 256 << 20, prefill_chunk: int = 0,
+        compile_dir: Path | None = None,
+    ) -> None:
         self.loaded = loaded
         self.max_rows = max_rows if loaded.batchable else 1
         if loaded.device.type == "cpu" and self.max_rows > 1:
@@ -83,7 +89,36 @@ class ModelWorker:
         self.threads = ThreadTuner(enabled=loaded.device.type == "cpu")
         self.active = 0  # requests submitted and not finished (read from other threads)
         self._lock = threading.Lock()
+        self.compiled = self._compile(compile_dir) if compile_dir is not None else None
         self.thread = OnDemandThread(f"worker-{loaded.name}", self._tick, lambda: not self.inbox.empty(), on_start=self._on_start)
+
+    def _compile(self, cache_dir: Path) -> CompiledDecode | None:
+        """The compiled decode step (``OLLAMA_TORCH_COMPILE``), compiled now so that the load pays it, or
+        ``None`` where the eager step runs: vision models, models without the batch cache or spread over
+        devices, and any model whose compile fails (logged; it still serves)."""
+        loaded = self.loaded
+        if not loaded.batchable or loaded.kind != "causal":
+            log.info("%s: not compiled (only text models decoding through the batch cache are)", loaded.name)
+            return None
+        with torch.inference_mode():  # as the worker's own cache is: dynamo guards on it
+            cache = loaded.new_batch_cache(self.max_rows)
+        if len(set(cache.layer_devices)) > 1:
+            log.info("%s: not compiled (spread over several devices)", loaded.name)
+            return None
+        use_cache_dir(cache_dir)
+        self.threads.apply()  # compiled for the thread count the worker starts with
+        compiled = CompiledDecode(loaded.model, loaded.device, buckets_for(loaded.device, self.max_rows))
+        log.info("%s: compiling the decode step for batches of %s rows (the first load of an architecture takes "
+                 "minutes on a CPU; later loads reuse the kernels kept in %s)", loaded.name,
+                 sorted(compiled.buckets), os.environ.get("TORCHINDUCTOR_CACHE_DIR", cache_dir))
+        try:
+            with torch.inference_mode():
+                seconds = compiled.warm_up(cache, loaded.pad_token_id)
+        except Exception:
+            log.exception("%s: compiling the decode step failed; it runs eager", loaded.name)
+            return None
+        log.info("%s: decode step compiled in %.1f s", loaded.name, seconds)
+        return compiled
 
     # -- public, any thread ------------------------------------------------------------------------------
     def submit(self, req: GenerationRequest) -> None:
@@ -324,8 +359,34 @@ class ModelWorker:
         cache = self.cache
         assert cache is not None
         started, batch = time.perf_counter(), cache.rows
-        positions, mask, cache_position = cache.begin_decode()
         ids = torch.tensor([[s.tokens[-1]] for s in self.rows], device=self.loaded.device)
+        logits = self._compiled_step(cache, ids)
+        eager = logits is None
+        if logits is None:
+            logits = self._eager_step(cache, ids)
+        self._sample_and_advance(list(self.rows), logits.float())
+        elapsed = time.perf_counter() - started
+        if eager:  # a compiled step runs with the thread count it was compiled for, whatever the tuner picks
+            self.threads.record(elapsed, batch)
+        self.chunks.record_decode(elapsed)
+
+    def _compiled_step(self, cache: BatchKVCache, ids: torch.Tensor) -> torch.Tensor | None:
+        """The compiled step's logits [rows, V], or ``None`` where it does not apply (a batch size it has no
+        graph for, rows with LoRA adapters). A compiled step that fails is logged and not tried again."""
+        compiled = self.compiled
+        if compiled is None or not compiled.handles(cache.rows) or any(s.adapter_keys for s in self.rows):
+            return None
+        try:
+            return compiled.step(cache, ids)
+        except Exception:
+            log.exception("%s: the compiled decode step failed; decoding eager from now on", self.loaded.name)
+            self.compiled = None
+            return None
+        finally:
+            self.threads.apply()  # the tuner's count again, for the eager steps
+
+    def _eager_step(self, cache: BatchKVCache, ids: torch.Tensor) -> torch.Tensor:
+        positions, mask, cache_position = cache.begin_decode()
         try:
             out = self._forward(
                 self.rows,
@@ -338,10 +399,8 @@ class ModelWorker:
             )
         finally:
             cache.end_step(advance=True)
-        self._sample_and_advance(list(self.rows), out.logits[:, -1, :].float())
-        elapsed = time.perf_counter() - started
-        self.threads.record(elapsed, batch)
-        self.chunks.record_decode(elapsed)
+        logits: torch.Tensor = out.logits[:, -1, :]
+        return logits
 
     def _forward(self, seqs: list[_Seq], **inputs: Any) -> Any:
         """One forward of the model over ``seqs`` (batch position i is ``seqs[i]``), each row with its own

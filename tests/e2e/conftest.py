@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -39,6 +39,24 @@ def upload_dir(client: ollama.Client, directory: Path, patterns: tuple[str, ...]
             if path.is_file():
                 files[path.relative_to(directory).as_posix()] = client.create_blob(path)
     return files
+
+
+def greedy_reference(model_dir: Path) -> Callable[[str, int], list[int]]:
+    """Transformers' own greedy continuation of a raw prompt (``generate``, float32), without the end token:
+    what a server answers with ``template: "{{ .Prompt }}"`` and temperature 0."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+    def reference(prompt: str, n: int) -> list[int]:
+        ids = tok(prompt, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            out = model.generate(ids, max_new_tokens=n, do_sample=False)
+        return [t for t in out[0][ids.shape[1]:].tolist() if t != tok.eos_token_id]
+
+    return reference
 
 
 def derived_dir(server: ServerProcess, model: str = "smollm2/135m") -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import ollama
 import pytest
 
-from tests.e2e.conftest import upload_dir
+from tests.e2e.conftest import greedy_reference, upload_dir
 from tests.server_process import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow
@@ -30,19 +30,12 @@ def chunked_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
 
 
 def test_long_prompt_read_in_chunks_while_others_decode(chunked_server: ServerProcess, tiny_llama_dir: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     client = ollama.Client(host=chunked_server.url, timeout=600)
     client.create(model="tiny", files=upload_dir(client, tiny_llama_dir))
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
-
-    def reference(prompt: str, n: int) -> list[int]:
-        ids = tok(prompt, return_tensors="pt")["input_ids"]
-        with torch.inference_mode():
-            out = model.generate(ids, max_new_tokens=n, do_sample=False)
-        return [t for t in out[0][ids.shape[1]:].tolist() if t != tok.eos_token_id]
+    reference = greedy_reference(tiny_llama_dir)
 
     def run(prompt: str, n: int, started: threading.Event | None = None) -> list[int]:
         c = ollama.Client(host=chunked_server.url, timeout=600)

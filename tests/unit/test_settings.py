@@ -87,6 +87,12 @@ def test_from_env(tmp_path: Path) -> None:
     assert s.origins[:2] == ("chrome-extension://*", "https://x.org") and s.noprune
 
 
+def test_compile_is_off_unless_asked_for(tmp_path: Path) -> None:
+    assert Settings.from_env({"OLLAMA_MODELS": str(tmp_path)}).compile_dir is None
+    assert Settings.from_env({"OLLAMA_MODELS": str(tmp_path), "OLLAMA_TORCH_COMPILE": "0"}).compile_dir is None
+    assert Settings.from_env({"OLLAMA_MODELS": str(tmp_path), "OLLAMA_TORCH_COMPILE": "1"}).compile_dir == tmp_path / "compiled"
+
+
 def test_env_keep_alive_seconds_and_negative() -> None:
     assert Settings.from_env({"OLLAMA_KEEP_ALIVE": "120"}).keep_alive == 120
     assert Settings.from_env({"OLLAMA_KEEP_ALIVE": "-1"}).keep_alive == math.inf

@@ -1,0 +1,120 @@
+"""The compiled decode step (engine/compiled.py, ``OLLAMA_TORCH_COMPILE``) against the eager one on the same
+batch cache: the same logits and greedy tokens for rows of different lengths, as the cache grows (its
+capacity is a dynamic dimension: no recompile), for one row alone and for a bucket of two; a batch size
+without a graph is declined."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from ollama_torch.engine.cache import BatchKVCache
+from ollama_torch.engine.compiled import CompiledDecode, buckets_for
+
+pytestmark = pytest.mark.slow
+
+
+def _cache(model: Any) -> BatchKVCache:
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    return BatchKVCache(c.num_hidden_layers, 4, c.num_key_value_heads, head_dim, torch.float32, torch.device("cpu"), capacity=128)
+
+
+def _prefill(model: Any, cache: BatchKVCache, prompts: list[list[int]]) -> torch.Tensor:
+    row0 = cache.reserve_rows([len(p) for p in prompts])
+    positions, mask, cache_position = cache.begin_prefill(row0, [len(p) for p in prompts])
+    q = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (q - len(p)) + p for p in prompts])
+    out = model(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=cache,
+                cache_position=cache_position, use_cache=True, logits_to_keep=1)
+    cache.end_step(advance=False)
+    return out.logits[:, -1].argmax(-1, keepdim=True)
+
+
+def _eager_step(model: Any, cache: BatchKVCache, ids: torch.Tensor) -> torch.Tensor:
+    positions, mask, cache_position = cache.begin_decode()
+    out = model(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=cache,
+                cache_position=cache_position, use_cache=True)
+    cache.end_step(advance=True)
+    return out.logits[:, -1]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from transformers import AutoModelForCausalLM
+
+    with pytest.MonkeyPatch.context() as mp:  # inductor's cache for these tests only (servers started later inherit the env)
+        mp.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.mktemp("compiled")))
+        yield AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("prompts", [[[5, 17, 42, 99, 7]], [[5, 17, 42, 99, 7, 3, 8, 11, 64], [23, 4]]], ids=["one-row", "two-rows"])
+def test_compiled_step_matches_eager(model: Any, prompts: list[list[int]]) -> None:
+    steps = 300  # past the first capacities (128, 256): the buffers are replaced twice
+    from torch._dynamo.utils import counters
+
+    compiled = CompiledDecode(model, torch.device("cpu"), (1, 2))
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.inference_mode():
+        eager_cache, compiled_cache = _cache(model), _cache(model)
+        eager_ids, compiled_ids = _prefill(model, eager_cache, prompts), _prefill(model, compiled_cache, prompts)
+        assert torch.equal(eager_ids, compiled_ids)
+        for _ in range(steps):
+            expected = _eager_step(model, eager_cache, eager_ids)
+            got = compiled.step(compiled_cache, compiled_ids)
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+            eager_ids, compiled_ids = expected.argmax(-1, keepdim=True), got.argmax(-1, keepdim=True)
+            assert torch.equal(eager_ids, compiled_ids)
+        assert compiled_cache.length == eager_cache.length and compiled_cache.capacity > 256 and compiled.window(compiled_cache) > 256
+        assert counters["stats"]["unique_graphs"] == graphs + 1  # compiled once: the growing capacity is dynamic
+        # the history each row attends over is the same: every layer's live columns are equal
+        for k_eager, k_compiled in zip(eager_cache.keys, compiled_cache.keys, strict=True):
+            lo = min(eager_cache.starts)
+            torch.testing.assert_close(k_compiled[: len(prompts), :, lo : compiled_cache.length],
+                                       k_eager[: len(prompts), :, lo : eager_cache.length], rtol=1e-4, atol=1e-4)
+
+
+def test_models_of_one_architecture_each_decode_with_their_own_weights(model: Any) -> None:
+    """Dynamo keeps one graph for both (their weights are its inputs): each step must read its own model's."""
+    import copy
+
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-1.5)
+    with torch.inference_mode():
+        for m in (model, other):
+            compiled = CompiledDecode(m, torch.device("cpu"), (1,))
+            eager_cache, compiled_cache = _cache(m), _cache(m)
+            ids = _prefill(m, eager_cache, [[3, 1, 4, 1, 5]])
+            _prefill(m, compiled_cache, [[3, 1, 4, 1, 5]])
+            for _ in range(4):
+                expected = _eager_step(m, eager_cache, ids)
+                torch.testing.assert_close(compiled.step(compiled_cache, ids), expected, rtol=1e-4, atol=1e-4)
+                ids = expected.argmax(-1, keepdim=True)
+
+
+def test_buckets() -> None:
+    assert buckets_for(torch.device("cpu"), 8) == (1,)  # measured: eager with packed weights wins at 8 rows
+    assert buckets_for(torch.device("cuda"), 8) == (1, 2, 4, 8)
+    assert buckets_for(torch.device("cuda"), 6) == (1, 2, 4, 6)
+    assert buckets_for(torch.device("cuda"), 1) == (1,)
+    compiled = CompiledDecode(torch.nn.Linear(1, 1), torch.device("cpu"), (1,))
+    assert compiled.handles(1) and not compiled.handles(2)
+
+
+def test_the_window_follows_the_rows_not_the_capacity() -> None:
+    cache = BatchKVCache(2, 4, 1, 8, torch.float32, torch.device("cpu"), capacity=4096)
+    assert CompiledDecode.window(cache) == 256  # empty: the smallest window
+    cache.reserve_rows([300])  # columns [64, 364): the step writes column 364
+    assert CompiledDecode.window(cache) == 512
+    cache.reserve_rows([3000])
+    assert CompiledDecode.window(cache) == 4096
+    cache.remove_row(1)  # the long row leaves: the capacity stays, the window does not
+    cache.remove_row(0)
+    cache.reserve_rows([10])
+    assert cache.capacity == 4096 and CompiledDecode.window(cache) == 256

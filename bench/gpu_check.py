@@ -9,7 +9,9 @@
    GPU memory in use at the peak; against plain Transformers ``generate`` (one stream, and a static batch of
    the same size) and Transformers' own continuous batching (``generate_batch``, paged attention) on the
    same card, same weights, in the same run;
-4. writes the "GPU" section of BENCHMARKS.md (card and torch version named) and, where ``$OUT`` is set,
+4. the first model again with the compiled decode step (``OLLAMA_TORCH_COMPILE=1``: CUDA graphs per batch
+   size bucket), its load (the compile) and the same figures;
+5. writes the "GPU" section of BENCHMARKS.md (card and torch version named) and, where ``$OUT`` is set,
    gpu-check.md and the tests' log there.
 
 On a machine without CUDA it says so and exits 0 without running anything, unless ``--dry-run-cpu`` asks for
@@ -240,6 +242,7 @@ def main() -> int:
     env = {"OLLAMA_TORCH_DEVICE": device, "OLLAMA_NUM_PARALLEL": str(max(streams)), "OLLAMA_MAX_LOADED_MODELS": "1"}
     server = start_server(work / "models", work / "server.log", env=env, timeout=300)
     peak = PeakMemory(device)
+    measured: list[tuple[str, Path, dict[str, dict[int, float]]]] = []
     try:
         for label, config_file in configs.items():
             if tokenizer is None and not args.dry_run_cpu:
@@ -255,10 +258,18 @@ def main() -> int:
             httpx_unload(server.url, name)
             ref = transformers_rates(model_dir, device, dtype, streams, args.tokens) if budget.left() > 60 else {}
             lines += _table(label, built, ours, ref, streams)
+            measured.append((label, model_dir, ref))
             print("\n".join(lines[-len(streams) - 6:]), flush=True)
     finally:
-        peak.stop()
         server.stop()
+    try:
+        if measured and budget.left() > 180:
+            lines += compiled_pass(work, env, measured[0], streams, args.tokens, peak)
+            print("\n".join(lines[-len(streams) - 6:]), flush=True)
+        elif measured:
+            lines += [f"_Compiled decode skipped: {budget.left():.0f} s of the budget left._", ""]
+    finally:
+        peak.stop()
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.dry_run_cpu:
@@ -266,6 +277,30 @@ def main() -> int:
     if out_dir is not None:
         (out_dir / "gpu-check.md").write_text(text)
     return 1 if failures else 0
+
+
+def compiled_pass(work: Path, env: dict[str, str], model: tuple[str, Path, dict[str, dict[int, float]]], streams: list[int],
+                  tokens: int, peak: PeakMemory) -> list[str]:
+    """The same model served with ``OLLAMA_TORCH_COMPILE=1`` (CUDA graphs per batch-size bucket): its load
+    (the compile) and the same decode figures; fails loudly if the compiled step fell back to eager."""
+    import httpx
+
+    from tests.server_process import start_server
+
+    label, model_dir, ref = model
+    server = start_server(work / "models-compiled", work / "server-compiled.log", env={**env, "OLLAMA_TORCH_COMPILE": "1"}, timeout=300)
+    try:
+        name = _create(server.url, label.lower(), model_dir)
+        started = time.perf_counter()
+        httpx.post(f"{server.url}/api/generate", json={"model": name, "prompt": ""}, timeout=900).raise_for_status()
+        load = time.perf_counter() - started
+        ours = server_rates(server.url, name, streams, tokens, peak)
+        log = server.log()
+        if "decode step compiled in" not in log or "eager" in log.split("decode step compiled in")[-1]:
+            raise RuntimeError(f"the compiled decode step did not run:\n{log[-4000:]}")
+    finally:
+        server.stop()
+    return _table(f"{label}, compiled decode (`OLLAMA_TORCH_COMPILE=1`)", load, ours, ref, streams, built_what="Loaded and compiled")
 
 
 def _create(url: str, name: str, model_dir: Path) -> str:
@@ -286,8 +321,9 @@ def httpx_unload(url: str, name: str) -> None:
         time.sleep(0.2)
 
 
-def _table(label: str, built: float, ours: dict[int, dict[str, float]], ref: dict[str, dict[int, float]], streams: list[int]) -> list[str]:
-    rows = [f"### {label}", "", f"Built, created and loaded in {built:.0f} s.", "",
+def _table(label: str, built: float, ours: dict[int, dict[str, float]], ref: dict[str, dict[int, float]], streams: list[int],
+           built_what: str = "Built, created and loaded") -> list[str]:
+    rows = [f"### {label}", "", f"{built_what} in {built:.0f} s.", "",
             "| streams | ollama-torch tok/s | TTFT | GPU memory in use | `generate` tok/s | ratio | `generate_batch` tok/s | ratio |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n in streams:

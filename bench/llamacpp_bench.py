@@ -15,7 +15,12 @@ llama.cpp's 8 streams: llama-server (its HTTP server with parallel slots) is not
 ``llama_cpp_streams`` runs llama-server's decode loop on llama.cpp's C API in process (one sequence per
 stream, one ``llama_decode`` a step). Without llama-cpp-python the section says so.
 
-Usage: ``python bench/llamacpp_bench.py [--out PATH] [--tokens N]``. About 3 minutes on 2 idle cores.
+Then the same models again with the compiled decode step (``OLLAMA_TORCH_COMPILE=1``, engine/compiled.py): a
+server with an empty compile cache loads each (the load compiles: its ``load_duration``), measures one stream
+(on a CPU only a batch of one runs compiled), and a restarted server loads each again from the kept kernels.
+
+Usage: ``python bench/llamacpp_bench.py [--out PATH] [--tokens N] [--no-compile]``. About 7 minutes on 2 idle
+cores, 3 without the compiled pass.
 """
 
 from __future__ import annotations
@@ -152,6 +157,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path)
     ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--no-compile", action="store_true", help="skip the compiled decode step's pass")
     args = ap.parse_args()
     threads = os.cpu_count() or 2
     title = "## Decode beside llama.cpp (the engine Ollama runs)\n\n"
@@ -205,6 +211,8 @@ def main() -> int:
                   f"ours {single:.1f} (1) / {aggregate:.1f} (8)", flush=True)
     finally:
         server.stop()
+    if not args.no_compile:
+        compiled_pass(tmp / "models", tmp, rows, args.tokens)
     lines = [
         title.rstrip(),
         "",
@@ -219,6 +227,21 @@ def main() -> int:
         lines.append(f"| {r['label']}: {r['gguf']} vs `{r['ours']}` | {r['theirs']:.1f} tok/s | {r['single']:.1f} tok/s | "
                      f"{r['single'] / r['theirs']:.2f}x | {r['theirs8']:.1f} tok/s | {r['aggregate']:.1f} tok/s | "
                      f"{r['aggregate'] / r['theirs8']:.2f}x |")
+    if not args.no_compile:
+        lines += [
+            "",
+            "With the compiled decode step (`OLLAMA_TORCH_COMPILE=1`; on a CPU it runs a batch of one, so 8 streams are "
+            "as above). First load: a server with an empty compile cache (the load compiles); after a restart: a new "
+            "server process loading the same model from the kernels the first kept in `<models>/compiled` "
+            "(target: under 10 s).",
+            "",
+            "| weights | llama.cpp, 1 stream | ollama-torch compiled, 1 stream | ratio | vs eager | first load | load after a restart |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            lines.append(f"| {r['label']}: {r['gguf']} vs `{r['ours']}` | {r['theirs']:.1f} tok/s | {r['compiled']:.1f} tok/s | "
+                         f"{r['compiled'] / r['theirs']:.2f}x | {r['compiled'] / r['single']:.2f}x | {r['cold_load']:.1f} s | "
+                         f"{r['warm_load']:.1f} s |")
     lines += [
         "",
         "8 streams: the aggregate of 8 greedy streams (the prompts in turn) from the requests to the last token. "
@@ -233,6 +256,36 @@ def main() -> int:
     if args.out:
         args.out.write_text(text)
     return 0
+
+
+def compiled_pass(models: Path, tmp: Path, rows: list[dict[str, Any]], tokens: int) -> None:
+    """Fill each row's ``compiled`` (one stream, tok/s), ``cold_load`` and ``warm_load`` (seconds)."""
+    import ollama
+
+    env = {"OLLAMA_TORCH_COMPILE": "1"}
+    for attempt in ("cold", "warm"):
+        server = start_server(models, tmp / f"server-compiled-{attempt}.log", env=env, timeout=120)
+        try:
+            client = ollama.Client(host=server.url, timeout=1200)
+            for r in rows:
+                model = "smollm2-f32" if r["ours"] == "float32" else f"smollm2-f32:{r['ours'].lower()}"
+                started = time.perf_counter()
+                client.generate(model=model, prompt="", keep_alive="10m")  # loads it (Ollama reports no load_duration here)
+                r[f"{attempt}_load"] = time.perf_counter() - started
+                if attempt == "cold":
+                    stream_generate(server.url, PROMPTS[0], 16, model=model)  # warm up
+                    r["compiled"] = statistics.median(
+                        x["eval_count"] / x["eval_seconds"]
+                        for x in (stream_generate(server.url, p, tokens, model=model) for p in PROMPTS[:3])
+                    )
+                client.generate(model=model, prompt="", keep_alive=0)
+                print(f"{r['label']} compiled: {attempt} load {r[f'{attempt}_load']:.1f} s"
+                      + (f", 1 stream {r['compiled']:.1f} tok/s" if attempt == "cold" else ""), flush=True)
+            log = server.log()
+            if "runs eager" in log or "decoding eager" in log:
+                raise RuntimeError(f"the compiled decode step did not run:\n{log}")
+        finally:
+            server.stop()
 
 
 def llama_cpp_version() -> str:

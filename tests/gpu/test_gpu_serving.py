@@ -60,25 +60,53 @@ def _derived_dir(server: ServerProcess) -> Path:
     return server.models / "ollama-torch" / "derived" / manifest["layers"][0]["digest"].replace(":", "-")
 
 
-def test_greedy_matches_transformers_on_the_device(client: ollama.Client, smollm2: str, gpu_server: ServerProcess) -> None:
+def _greedy_references(directory: Path, prompts: list[str], n: int) -> list[list[int]]:
+    """Transformers ``generate``'s greedy tokens for each chat prompt, on the device, in the server's dtype."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    n = 24
-    client.generate(model=smollm2, prompt="")  # load (and convert) first
-    directory = _derived_dir(gpu_server)
     tok = AutoTokenizer.from_pretrained(directory)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=DTYPE, attn_implementation="sdpa").to(ON).eval()
-    for prompt in PROMPTS[:3]:
+    expected = []
+    for prompt in prompts:
         ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt")
         ids = (ids["input_ids"] if hasattr(ids, "keys") else ids).to(ON)
         with torch.inference_mode():
             out = model.generate(ids, max_new_tokens=n, do_sample=False)
-        expected = [t for t in out[0][ids.shape[1]:].tolist() if t != tok.eos_token_id]
-        got = client.generate(model=smollm2, prompt=prompt, options={"temperature": 0, "num_predict": n})
-        assert got.context is not None and got.context[ids.shape[1]:] == expected, prompt
+        expected.append([ids.shape[1], *(t for t in out[0][ids.shape[1]:].tolist() if t != tok.eos_token_id)])
     del model
     if ON == "cuda":
         torch.cuda.empty_cache()
+    return expected  # each: the prompt's length, then the tokens
+
+
+def test_greedy_matches_transformers_on_the_device(client: ollama.Client, smollm2: str, gpu_server: ServerProcess) -> None:
+    n = 24
+    client.generate(model=smollm2, prompt="")  # load (and convert) first
+    for prompt, (n_prompt, *expected) in zip(PROMPTS[:3], _greedy_references(_derived_dir(gpu_server), PROMPTS[:3], n), strict=True):
+        got = client.generate(model=smollm2, prompt=prompt, options={"temperature": 0, "num_predict": n})
+        assert got.context is not None and got.context[n_prompt:] == expected, prompt
+
+
+def test_compiled_decode_on_the_device(tmp_path: Path, smollm2_gguf: Path) -> None:
+    """``OLLAMA_TORCH_COMPILE=1``: on CUDA every batch size up to 8 is a captured CUDA graph (on the CPU, one row
+    is compiled). One stream's greedy tokens equal ``generate``'s; 8 concurrent streams all finish, none eager."""
+    env = {"OLLAMA_TORCH_COMPILE": "1", "OLLAMA_NUM_PARALLEL": "8", **({"OLLAMA_TORCH_DEVICE": "cpu"} if ON == "cpu" else {})}
+    server = start_server(tmp_path / "models", tmp_path / "server.log", env=env, timeout=180)
+    try:
+        client = ollama.Client(host=server.url, timeout=900)
+        client.create(model="smollm2:135m", files={smollm2_gguf.name: client.create_blob(smollm2_gguf)})
+        client.generate(model="smollm2:135m", prompt="")  # load (convert, compile) first
+        n = 24
+        for prompt, (n_prompt, *expected) in zip(PROMPTS[:3], _greedy_references(_derived_dir(server), PROMPTS[:3], n), strict=True):
+            got = client.generate(model="smollm2:135m", prompt=prompt, options={"temperature": 0, "num_predict": n})
+            assert got.context is not None and got.context[n_prompt:] == expected, prompt
+        with ThreadPoolExecutor(8) as pool:
+            done = list(pool.map(lambda p: client.generate(model="smollm2:135m", prompt=p, options={"temperature": 0, "num_predict": 48}).done, PROMPTS))
+        assert all(done)
+        log = server.log()
+        assert "decode step compiled in" in log and "eager" not in log.split("decode step compiled in")[1], log
+    finally:
+        server.stop()
 
 
 def test_sampled_requests_never_fail_and_seeds_hold_in_a_batch(client: ollama.Client, smollm2: str) -> None:

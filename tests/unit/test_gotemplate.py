@@ -361,3 +361,17 @@ def test_integers_print_like_go(n: int) -> None:
 def test_runaway_templates_fail_cleanly(text: str, error: type[TemplateError], message: str) -> None:
     with pytest.raises(error, match=message):
         Template.parse(text).execute(1)
+
+
+def test_the_nesting_limit_holds_whatever_the_recursion_limit() -> None:
+    """torch.compile raises Python's recursion limit for the whole process; the parser's own limit stays."""
+    import sys
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(20000)
+    try:
+        with pytest.raises(ParseError, match="nesting too deep"):
+            Template.parse("{{ if 1 }}" * 400 + "{{ end }}" * 400)
+    finally:
+        sys.setrecursionlimit(old)
+    assert Template.parse("{{ if 1 }}" * 99 + "x" + "{{ end }}" * 99).execute(1) == "x"

@@ -44,6 +44,9 @@ from .nodes import (
 
 # Go allows 10,000 nested parentheses; Python's stack allows fewer.
 MAX_DEPTH = 100
+# Nested bodies ({{if}}, {{range}}, {{with}}, {{block}}, {{define}}): Go has no limit; this one does not depend
+# on Python's recursion limit, which other code may raise for the whole process (torch.compile does).
+MAX_NESTING = 100
 
 _OPERAND_START = {
     T.BOOL, T.CHAR_CONSTANT, T.COMPLEX, T.DOT, T.FIELD, T.IDENTIFIER, T.NUMBER, T.NIL,
@@ -65,6 +68,7 @@ class _Parser:
         self.range_depth = 0
         self.action_line = 0
         self.depth = 0
+        self.nesting = 0
 
     # --- token cursor -------------------------------------------------------------------------
 
@@ -165,13 +169,19 @@ class _Parser:
         self.add(name, body)
 
     def item_list(self) -> tuple[ListNode, Node]:
-        lst = ListNode(self.peek_non_space().pos)
-        while self.peek_non_space().typ != T.EOF:
-            n = self.text_or_action()
-            if isinstance(n, (EndNode, ElseNode)):
-                return lst, n
-            lst.nodes.append(n)
-        raise self.errorf("unexpected EOF")
+        if self.nesting >= MAX_NESTING:
+            raise ParseError("template: nesting too deep")
+        self.nesting += 1
+        try:
+            lst = ListNode(self.peek_non_space().pos)
+            while self.peek_non_space().typ != T.EOF:
+                n = self.text_or_action()
+                if isinstance(n, (EndNode, ElseNode)):
+                    return lst, n
+                lst.nodes.append(n)
+            raise self.errorf("unexpected EOF")
+        finally:
+            self.nesting -= 1
 
     def text_or_action(self) -> Node:
         tok = self.next_non_space()

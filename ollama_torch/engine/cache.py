@@ -209,22 +209,24 @@ class BatchKVCache(Cache):
             mask = _additive(allowed[:, None, None, :], self.dtype)
         return positions, mask, torch.tensor([self.length], device=self.device)
 
-    def begin_static_decode(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Set up a one-token step for rows ``[0, rows)`` that reads the whole buffer (a compiled step: see
-        compiled.py); returns (position_ids [rows, 1], the written column [1]). ``static_mask`` hides what
-        each row must not see."""
+    def static_window(self) -> int:
+        """Columns ``[0, window)`` a ``begin_static_decode`` step reads: a power of two past the written column
+        (at least 256). Not the whole capacity, which never shrinks: one long request long gone would make
+        every later step read thousands of empty columns."""
+        needed = max(self.length + 1, 256)
+        return min(self.capacity, 1 << (needed - 1).bit_length())
+
+    def begin_static_decode(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Set up a one-token step for rows ``[0, rows)`` that reads columns ``[0, static_window())`` (a compiled
+        step: see compiled.py); returns (position_ids [rows, 1], the written column [1], the additive mask
+        [rows, 1, 1, window]: each row sees its own columns up to and including the one being written)."""
         self._ensure_capacity(self.length + 1)
         self._step = _Step(0, self.rows, self.length, self.length + 1)
         starts = torch.tensor(self.starts, device=self.device)
-        return (self.length - starts).unsqueeze(1), torch.tensor([self.length], device=self.device)
-
-    def static_mask(self, width: int) -> torch.Tensor:
-        """[rows, 1, 1, width] additive mask of a ``begin_static_decode`` step reading columns ``[0, width)``:
-        each row sees its own columns up to and including the one being written."""
-        cols = torch.arange(width, device=self.device)
-        starts = torch.tensor(self.starts, device=self.device)
+        cols = torch.arange(self.static_window(), device=self.device)
         allowed = (cols.unsqueeze(0) >= starts.unsqueeze(1)) & (cols <= self.length).unsqueeze(0)
-        return _additive(allowed[:, None, None, :], self.dtype)
+        positions = (self.length - starts).unsqueeze(1)
+        return positions, torch.tensor([self.length], device=self.device), _additive(allowed[:, None, None, :], self.dtype)
 
     def begin_prefill(self, row0: int, query_lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Set up a prefill of rows ``[row0, row0 + n)`` whose last ``query_lengths[i]`` tokens are new.

@@ -6,8 +6,9 @@ step attends over a window of the cache's buffers (``[B, kv_heads, window, head_
 window a power of two past the written column) and hides the columns that are not a row's with the
 additive mask, writes the step's keys and values with ``index_copy_`` at the one column every row writes
 (the cache is right-aligned: see ``cache.py``), and takes the column and the positions as tensors, so
-nothing in the graph depends on the step. The window is a dynamic dimension: one graph serves every width. The batch size is static: each
-bucket (a row count the step is compiled for) is its own graph, and a batch between buckets runs eager.
+nothing in the graph depends on the step. The window is a dynamic dimension: one graph serves every width.
+The batch size is static: each bucket (a row count the step is compiled for) is its own graph, and a batch
+between buckets runs eager.
 
 Where the compile pays (measured, BENCHMARKS.md): on a CPU, one row (inductor turns a step's ~1,200
 small ops into fused C++ loops); at 8 rows the eager step with MKL-packed weights is faster than any
@@ -37,15 +38,17 @@ from .cache import BatchKVCache
 log = logging.getLogger(__name__)
 
 
-def use_cache_dir(path: Path) -> None:
+def use_cache_dir(path: Path) -> str:
     """Point inductor's on-disk cache at ``path``, unless ``TORCHINDUCTOR_CACHE_DIR`` names another directory
-    than inductor's default (which inductor itself writes into the environment once it has looked)."""
+    than inductor's default (which inductor itself writes into the environment once it has looked); returns
+    the directory in effect."""
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
         path.mkdir(parents=True, exist_ok=True)
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path.absolute())
+        current = os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path.absolute())
+    return current
 
 
 class _ColumnLayer(CacheLayerMixin):
@@ -120,14 +123,6 @@ class CompiledDecode:
     def handles(self, rows: int) -> bool:
         return rows in self.buckets
 
-    @staticmethod
-    def window(cache: BatchKVCache) -> int:
-        """Columns ``[0, window)`` of the buffers a step reads: a power of two past the written column. Not the
-        whole capacity, which never shrinks: one long request long gone would make every later step read
-        thousands of empty columns."""
-        needed = max(cache.length + 1, 256)
-        return min(cache.capacity, 1 << (needed - 1).bit_length())
-
     def _views(self, cache: BatchKVCache, rows: int, width: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Rows ``[0, rows)`` and columns ``[0, width)`` of every layer's buffers, made once per buffer set and
         width, the width marked dynamic."""
@@ -150,11 +145,9 @@ class CompiledDecode:
         rows = cache.rows
         if torch.get_num_threads() != self.threads:  # inductor's CPU kernels are compiled for a thread count
             torch.set_num_threads(self.threads)
-        positions, column = cache.begin_static_decode()
-        width = self.window(cache)
-        mask = cache.static_mask(width)
+        positions, column, mask = cache.begin_static_decode()
         torch._dynamo.mark_dynamic(mask, 3)
-        keys, values = self._views(cache, rows, width)
+        keys, values = self._views(cache, rows, mask.shape[-1])
         try:
             logits = self._step(ids, positions, mask, column, keys, values)
         except BaseException:

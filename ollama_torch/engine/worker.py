@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import queue
 import threading
 import time
@@ -105,12 +104,12 @@ class ModelWorker:
         if len(set(cache.layer_devices)) > 1:
             log.info("%s: not compiled (spread over several devices)", loaded.name)
             return None
-        use_cache_dir(cache_dir)
+        kernels = use_cache_dir(cache_dir)
         self.threads.apply()  # compiled for the thread count the worker starts with
         compiled = CompiledDecode(loaded.model, loaded.device, buckets_for(loaded.device, self.max_rows))
         log.info("%s: compiling the decode step for batches of %s rows (the first load of an architecture takes "
                  "minutes on a CPU; later loads reuse the kernels kept in %s)", loaded.name,
-                 sorted(compiled.buckets), os.environ.get("TORCHINDUCTOR_CACHE_DIR", cache_dir))
+                 sorted(compiled.buckets), kernels)
         try:
             with torch.inference_mode():
                 seconds = compiled.warm_up(cache, loaded.pad_token_id)

@@ -69,7 +69,7 @@ def test_compiled_step_matches_eager(model: Any, prompts: list[list[int]]) -> No
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
             eager_ids, compiled_ids = expected.argmax(-1, keepdim=True), got.argmax(-1, keepdim=True)
             assert torch.equal(eager_ids, compiled_ids)
-        assert compiled_cache.length == eager_cache.length and compiled_cache.capacity > 256 and compiled.window(compiled_cache) > 256
+        assert compiled_cache.length == eager_cache.length and compiled_cache.capacity > 256 and compiled_cache.static_window() > 256
         assert counters["stats"]["unique_graphs"] == graphs + 1  # compiled once: the growing capacity is dynamic
         # the history each row attends over is the same: every layer's live columns are equal
         for k_eager, k_compiled in zip(eager_cache.keys, compiled_cache.keys, strict=True):
@@ -109,12 +109,12 @@ def test_buckets() -> None:
 
 def test_the_window_follows_the_rows_not_the_capacity() -> None:
     cache = BatchKVCache(2, 4, 1, 8, torch.float32, torch.device("cpu"), capacity=4096)
-    assert CompiledDecode.window(cache) == 256  # empty: the smallest window
+    assert cache.static_window() == 256  # empty: the smallest window
     cache.reserve_rows([300])  # columns [64, 364): the step writes column 364
-    assert CompiledDecode.window(cache) == 512
+    assert cache.static_window() == 512
     cache.reserve_rows([3000])
-    assert CompiledDecode.window(cache) == 4096
+    assert cache.static_window() == 4096
     cache.remove_row(1)  # the long row leaves: the capacity stays, the window does not
     cache.remove_row(0)
     cache.reserve_rows([10])
-    assert cache.capacity == 4096 and CompiledDecode.window(cache) == 256
+    assert cache.capacity == 4096 and cache.static_window() == 256

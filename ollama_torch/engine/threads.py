@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import torch
@@ -29,6 +29,11 @@ from ..errors import InternalError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+# The process's thread count before any tuner changed it: a model loaded after another model's tuner settled on
+# fewer threads (torch's count is the process's) must still start from, and may try, all of them.
+PROCESS_THREADS = torch.get_num_threads()
 
 
 def _candidates(max_threads: int) -> list[int]:
@@ -41,7 +46,7 @@ def _candidates(max_threads: int) -> list[int]:
 
 @dataclass
 class ThreadTuner:
-    max_threads: int = field(default_factory=lambda: torch.get_num_threads())
+    max_threads: int = PROCESS_THREADS
     window: int = 8
     hold: int = 64
     max_hold: int = 4096

@@ -6,7 +6,7 @@ import itertools
 
 import torch
 
-from ollama_torch.engine.threads import ThreadTuner
+from ollama_torch.engine.threads import PROCESS_THREADS, ThreadTuner
 
 
 def drive(tuner: ThreadTuner, cost: dict[int, float], steps: int, batch: int = 4) -> list[int]:
@@ -27,6 +27,19 @@ def test_switches_to_the_faster_count_and_back() -> None:
         assert tuner.current == 1
         drive(tuner, {2: 0.02, 1: 0.05}, 400)  # idle again: two threads win
         assert tuner.current == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_later_tuner_starts_from_the_process_count_not_the_last_tuners() -> None:
+    """A model loaded after another one's tuner chose one thread (torch's count is the process's) starts from
+    all of them, and its compiled step is built for the same count as before (the saved step's key)."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # what an earlier worker's tuner left
+        tuner = ThreadTuner()
+        assert tuner.max_threads == PROCESS_THREADS and tuner.current == PROCESS_THREADS
+        assert torch.get_num_threads() == PROCESS_THREADS or not tuner.enabled
     finally:
         torch.set_num_threads(before)
 

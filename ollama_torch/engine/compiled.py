@@ -15,14 +15,26 @@ small ops into fused C++ loops); at 8 rows the eager step with MKL-packed weight
 compiled one, so CPU buckets are ``(1,)``. On CUDA every power of two up to the batch, captured as CUDA
 graphs (``mode="reduce-overhead"``), where a small model's step is all launch overhead.
 
-Inductor keeps what it compiles in its cache directory (``TORCHINDUCTOR_CACHE_DIR``), which the server
-points next to the model store (``<models>/compiled``): its keys cover the graph, the device, the dtype
-and the torch version, so a second load of the same architecture, in this process or after a restart,
-reuses the kernels and only retraces the model. Greedy tokens equal the eager step's (tests).
+On a CPU the step is compiled ahead of time (dynamo's ``aot_compile``) and saved as one file per bucket,
+``<models>/compiled/decode-<key>.pt2``, keyed by everything the compiled code depends on (``artifact_key``:
+the model's class, config, module tree and tensor shapes and dtypes, the rows, the thread count and
+instruction set the kernels are built for, the torch and Transformers versions) and not by the weights,
+which are inputs: fine-tunes of one model share a file. A later load, or a restart, loads the file (about
+2 s) instead of tracing the model again (about 10 s), and the step runs without dynamo's guard checks,
+which cost about a millisecond a step: the key and the inputs this module builds are what makes a call
+valid. A file that fails to load is compiled again; a loaded one is checked against the eager step once.
+Inductor keeps its compiled kernels in its cache directory (``TORCHINDUCTOR_CACHE_DIR``), which the server
+points at the same directory: a step loaded from its file finds them there.
+
+On CUDA the step is compiled in memory at each load (``torch.compile`` with CUDA graphs; saving CUDA-graph
+steps has not been run on a GPU here), reusing inductor's cached kernels. Greedy tokens equal the eager
+step's (tests).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -97,28 +109,57 @@ def buckets_for(device: torch.device, max_rows: int) -> tuple[int, ...]:
     return (1,)
 
 
+def _forward(model: Any, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, column: torch.Tensor,
+             keys: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
+    """The step that is compiled: the model's one-token forward over the cache's window; logits [rows, V]."""
+    out = model(
+        input_ids=ids, position_ids=positions, attention_mask=mask,
+        past_key_values=_ColumnCache(keys, values, column), cache_position=column, use_cache=True,
+    )
+    logits: torch.Tensor = out.logits[:, -1, :]
+    return logits
+
+
+def artifact_key(model: Any, device: torch.device, rows: int, threads: int) -> str:
+    """What a saved step's compiled code depends on, hashed: not the weights (inputs of the step), but the
+    model's class, config, modules and the shape, dtype and device of each of its tensors, the row count,
+    the thread count and vector instruction set its CPU kernels are built for, and the versions of the
+    libraries that traced and compiled it."""
+    import transformers
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    config = model.config.to_dict()
+    for name in ("_name_or_path", "name_or_path", "transformers_version"):
+        config.pop(name, None)
+    parts: list[object] = [
+        torch.__version__, transformers.__version__, device.type, rows, threads, str(pick_vec_isa()),
+        type(model).__module__, type(model).__qualname__, getattr(model.config, "_attn_implementation", None),
+        json.dumps(config, sort_keys=True, default=str),
+    ]
+    parts += [(name, type(module).__module__, type(module).__qualname__) for name, module in model.named_modules()]
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    parts += [(name, tuple(t.shape), str(t.dtype), t.device.type) for name, t in tensors]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
 class CompiledDecode:
     """The compiled one-token step of a loaded model over its batch cache, per bucket."""
 
-    def __init__(self, model: Any, device: torch.device, buckets: Sequence[int]) -> None:
+    def __init__(self, model: Any, device: torch.device, buckets: Sequence[int], saved: Path | None = None) -> None:
+        """``saved``: the directory a CPU step is saved in and loaded from (``None``: compiled in memory)."""
         self.model = model
         self.device = device
         self.buckets = frozenset(buckets)
+        self.saved = saved if device.type == "cpu" else None
         mode = "reduce-overhead" if device.type == "cuda" else "default"
         # Every model's graphs hang off the one ``_forward`` code object (a model of an architecture already
         # compiled reuses its graph: its weights are inputs); leave room for several models' buckets.
-        self._step: Callable[..., torch.Tensor] = torch.compile(  # type: ignore[call-overload]  # (its stubs lack recompile_limit)
-            self._forward, mode=mode, fullgraph=True, recompile_limit=64)
+        self._jit: Callable[..., torch.Tensor] = torch.compile(  # type: ignore[call-overload]  # (its stubs lack recompile_limit)
+            _forward, mode=mode, fullgraph=True, recompile_limit=64)
+        self._steps: dict[int, Callable[..., torch.Tensor]] = {}  # rows -> the step that runs them
+        self.origins: dict[int, str] = {}  # rows -> how its step was made: "loaded", "compiled" or "in memory"
         self.threads = torch.get_num_threads()  # what the kernels are compiled for (set by ``warm_up``)
         self._marked: dict[tuple[int, int, int], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, column: torch.Tensor,
-                 keys: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
-        out = self.model(
-            input_ids=ids, position_ids=positions, attention_mask=mask,
-            past_key_values=_ColumnCache(keys, values, column), cache_position=column, use_cache=True,
-        )
-        return out.logits[:, -1, :]
 
     def handles(self, rows: int) -> bool:
         return rows in self.buckets
@@ -148,27 +189,115 @@ class CompiledDecode:
         positions, column, mask = cache.begin_static_decode()
         torch._dynamo.mark_dynamic(mask, 3)
         keys, values = self._views(cache, rows, mask.shape[-1])
+        inputs = (self.model, ids, positions, mask, column, keys, values)
         try:
-            logits = self._step(ids, positions, mask, column, keys, values)
+            logits = self._step_for(rows, inputs)(*inputs)
         except BaseException:
             cache.end_step(advance=False)  # the eager step that takes over writes the same column
             raise
         cache.end_step(advance=True)
         return logits.clone() if logits.is_cuda else logits  # a CUDA graph's output is overwritten by its next replay
 
+    def _step_for(self, rows: int, inputs: tuple[Any, ...]) -> Callable[..., torch.Tensor]:
+        step = self._steps.get(rows)
+        if step is None:
+            step = self._steps[rows] = self._load_or_save(rows, inputs) if self.saved is not None else self._jit
+            self.origins.setdefault(rows, "in memory")
+        return step
+
+    def path(self, rows: int) -> Path | None:
+        """The file the step for ``rows`` is saved in (``None`` where steps are compiled in memory)."""
+        if self.saved is None:
+            return None
+        return self.saved / f"decode-{artifact_key(self.model, self.device, rows, self.threads)}.pt2"
+
+    def _load_or_save(self, rows: int, inputs: tuple[Any, ...]) -> Callable[..., torch.Tensor]:
+        """The saved step for ``rows``: loaded from its file, or compiled ahead of time (traced on ``inputs``)
+        and saved; compiled in memory where it cannot be compiled ahead of time."""
+        path = self.path(rows)
+        assert path is not None
+        if path.exists():
+            try:
+                with path.open("rb") as f:
+                    loaded: Any = torch.compiler.load_compiled_function(f)  # an AOTCompiledFunction
+                loaded.disable_guard_check()  # the key is the check (see the module's docstring)
+                self.origins[rows] = "loaded"
+                return loaded
+            except Exception:
+                log.warning("the saved decode step %s could not be loaded; compiling it again", path, exc_info=True)
+        try:
+            ahead: Any = torch.compile(
+                _forward, fullgraph=True, options={"guard_filter_fn": torch.compiler.keep_portable_guards_unsafe})
+            compiled = ahead.aot_compile((inputs, {}))
+        except Exception as exc:  # an architecture dynamo cannot package: compile it in memory at every load
+            log.warning("the decode step cannot be compiled ahead of time (%s: %s); compiling it in memory",
+                        type(exc).__name__, exc)
+            return self._jit
+        compiled.disable_guard_check()
+        self.origins[rows] = "compiled"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            compiled.save_compiled_function(str(path))  # written to a temporary file, then renamed
+        except Exception:
+            log.warning("the compiled decode step could not be saved to %s; the next load compiles it again", path,
+                        exc_info=True)
+        return compiled
+
     def warm_up(self, cache: BatchKVCache, token: int) -> float:
-        """Compile every bucket now (a load pays it, not the first request) on ``cache``, a scratch cache of
-        the batch's shape made under ``torch.inference_mode`` as the worker's is (dynamo guards on it), for
-        the calling thread's intra-op thread count; returns the seconds it took. (On CUDA, graphs are
-        recorded per thread: the worker's thread records its own at its first steps.)"""
+        """Compile (or load) every bucket now (a load pays it, not the first request) on ``cache``, a scratch
+        cache of the batch's shape made under ``torch.inference_mode`` as the worker's is (dynamo guards on
+        it), for the calling thread's intra-op thread count; returns the seconds it took. A step loaded from
+        its file must give the eager step's logits on the same input, or it is compiled again. (On CUDA,
+        graphs are recorded per thread: the worker's thread records its own at its first steps.)"""
         started = time.perf_counter()
         self.threads = torch.get_num_threads()
         for rows in sorted(self.buckets):
-            cache.reserve_rows([1] * rows)
             ids = torch.full((rows, 1), token, dtype=torch.long, device=self.device)
-            for _ in range(2 if self.device.type == "cuda" else 1):  # CUDA graphs record on the second call
-                self.step(cache, ids)
-            for row in reversed(range(rows)):
-                cache.remove_row(row)
+            logits = self._scratch_step(cache, ids, self.step)
+            if self.origins.get(rows) == "loaded" and not _agree(logits, self._scratch_step(cache, ids, self._eager)):
+                path = self.path(rows)
+                log.warning("the saved decode step %s disagrees with the eager step; compiling it again", path)
+                if path is not None:
+                    path.unlink(missing_ok=True)
+                del self._steps[rows], self.origins[rows]
+                self._scratch_step(cache, ids, self.step)
         self._marked.clear()  # the scratch cache's views: not kept alive
         return time.perf_counter() - started
+
+    def _scratch_step(self, cache: BatchKVCache, ids: torch.Tensor,
+                      step: Callable[[BatchKVCache, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``step`` on rows added to ``cache`` for it, each with a prompt of distinct tokens (prefilled eager),
+        reading ``ids``; its logits. (After a prompt of one token, or of one token repeated, a low-precision
+        model's activations are so large that two roundings of them give logits 10-30% apart.)"""
+        rows, prompt = ids.shape[0], 8
+        vocab = int(self.model.get_input_embeddings().weight.shape[0])
+        tokens = (torch.arange(1, prompt + 1, device=self.device) * 7919) % vocab
+        first = cache.reserve_rows([prompt] * rows)
+        positions, mask, cache_position = cache.begin_prefill(first, [prompt] * rows)
+        try:
+            self.model(input_ids=tokens.expand(rows, prompt), position_ids=positions, attention_mask=mask, past_key_values=cache,
+                       cache_position=cache_position, use_cache=True, logits_to_keep=1)
+        finally:
+            cache.end_step(advance=False)
+        for _ in range(2 if self.device.type == "cuda" else 1):  # CUDA graphs record on the second call
+            logits = step(cache, ids)
+        for row in reversed(range(rows)):
+            cache.remove_row(row)
+        return logits
+
+    def _eager(self, cache: BatchKVCache, ids: torch.Tensor) -> torch.Tensor:
+        positions, mask, cache_position = cache.begin_decode()
+        try:
+            out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=cache,
+                             cache_position=cache_position, use_cache=True)
+        finally:
+            cache.end_step(advance=True)
+        logits: torch.Tensor = out.logits[:, -1, :]
+        return logits
+
+
+def _agree(got: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Logits of one step computed two ways agree: within 10% (a bfloat16 model's compiled and eager steps are
+    1-3% apart on ``_scratch_step``'s prompt, its logits after two different prompts 50-180%)."""
+    got, expected = got.float(), expected.float()
+    return bool(torch.isfinite(got).all()) and float((got - expected).norm()) <= 0.1 * float(expected.norm()) + 1e-6

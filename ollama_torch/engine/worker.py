@@ -106,9 +106,9 @@ class ModelWorker:
             return None
         kernels = use_cache_dir(cache_dir)
         self.threads.apply()  # compiled for the thread count the worker starts with
-        compiled = CompiledDecode(loaded.model, loaded.device, buckets_for(loaded.device, self.max_rows))
+        compiled = CompiledDecode(loaded.model, loaded.device, buckets_for(loaded.device, self.max_rows), saved=cache_dir)
         log.info("%s: compiling the decode step for batches of %s rows (the first load of an architecture takes "
-                 "minutes on a CPU; later loads reuse the kernels kept in %s)", loaded.name,
+                 "a minute or more on a CPU; later loads reuse what is kept in %s)", loaded.name,
                  sorted(compiled.buckets), kernels)
         try:
             with torch.inference_mode():
@@ -116,7 +116,8 @@ class ModelWorker:
         except Exception:
             log.exception("%s: compiling the decode step failed; it runs eager", loaded.name)
             return None
-        log.info("%s: decode step compiled in %.1f s", loaded.name, seconds)
+        origins = ", ".join(f"{rows} rows: {how}" for rows, how in sorted(compiled.origins.items()))
+        log.info("%s: decode step compiled in %.1f s (%s)", loaded.name, seconds, origins)
         return compiled
 
     # -- public, any thread ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """``OLLAMA_TORCH_COMPILE=1`` through the real server: the load compiles the decode step (logged, with
-its time in ``load_duration``), kernels are kept in ``<models>/compiled`` and a reload after an unload uses
-them, and every answer is Transformers' own greedy output: one stream decoding through the compiled step,
+its time in ``load_duration``), the step is saved in ``<models>/compiled`` with inductor's kernels and a
+reload after an unload loads it, and every answer is Transformers' own greedy output: one stream decoding through the compiled step,
 and two streams together (the batch of two runs eager on a CPU, then the longer one goes on alone, compiled,
 over the same cache)."""
 
@@ -57,4 +57,7 @@ def test_compiled_decode_gives_transformers_greedy_tokens(compiled_server: Serve
     assert tokens == reference("Why is the sea blue?", 60)
     log = compiled_server.log()
     assert log.count("decode step compiled in") == 2, log
+    # the first load compiled the step ahead of time and saved it; the reload loaded it from its file
+    assert "(1 rows: compiled)" in log and "(1 rows: loaded)" in log, log
+    assert len(list((models / "compiled").glob("decode-*.pt2"))) == 1
     assert "runs eager" not in log and "decoding eager" not in log and "step failed" not in log

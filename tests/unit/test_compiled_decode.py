@@ -1,10 +1,13 @@
 """The compiled decode step (engine/compiled.py, ``OLLAMA_TORCH_COMPILE``) against the eager one on the same
 batch cache: the same logits and greedy tokens for rows of different lengths, as the cache grows (its
 capacity is a dynamic dimension: no recompile), for one row alone and for a bucket of two; a batch size
-without a graph is declined."""
+without a graph is declined. The step saved to a file (a CPU's, compiled ahead of time) and loaded from it
+by a later load decodes as the eager step does; a file that cannot be loaded, or that gives other logits
+than the eager step, is compiled again."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ import pytest
 import torch
 
 from ollama_torch.engine.cache import BatchKVCache
-from ollama_torch.engine.compiled import CompiledDecode, buckets_for
+from ollama_torch.engine.compiled import CompiledDecode, artifact_key, buckets_for
 
 pytestmark = pytest.mark.slow
 
@@ -78,14 +81,91 @@ def test_compiled_step_matches_eager(model: Any, prompts: list[list[int]]) -> No
                                        k_eager[: len(prompts), :, lo : eager_cache.length], rtol=1e-4, atol=1e-4)
 
 
-def test_models_of_one_architecture_each_decode_with_their_own_weights(model: Any) -> None:
-    """Dynamo keeps one graph for both (their weights are its inputs): each step must read its own model's."""
-    import copy
+def _steps_match(compiled: CompiledDecode, m: Any, prompt: list[int], steps: int) -> None:
+    with torch.inference_mode():
+        eager_cache, compiled_cache = _cache(m), _cache(m)
+        ids = _prefill(m, eager_cache, [prompt])
+        _prefill(m, compiled_cache, [prompt])
+        for _ in range(steps):
+            expected = _eager_step(m, eager_cache, ids)
+            got = compiled.step(compiled_cache, ids)
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+            ids = expected.argmax(-1, keepdim=True)
+            assert torch.equal(got.argmax(-1, keepdim=True), ids)
 
+
+def _other_weights(model: Any) -> Any:
     other = copy.deepcopy(model)
     with torch.no_grad():
         for p in other.parameters():
             p.mul_(-1.5)
+    return other
+
+
+def _warmed(m: Any, saved: Path) -> CompiledDecode:
+    compiled = CompiledDecode(m, torch.device("cpu"), (1,), saved=saved)
+    with torch.inference_mode():
+        compiled.warm_up(_cache(m), 0)
+    return compiled
+
+
+def test_a_saved_step_is_loaded_by_the_next_load(model: Any, tmp_path: Path) -> None:
+    first = _warmed(model, tmp_path)
+    assert first.origins == {1: "compiled"}
+    path = first.path(1)
+    assert path is not None and path.parent == tmp_path and path.exists()
+    # a later load (a restart: a new object, nothing traced in it) of a model of the same architecture with
+    # other weights (a fine-tune) loads the same file, and decodes with its own weights as the cache grows
+    other = _other_weights(model)
+    second = _warmed(other, tmp_path)
+    assert second.origins == {1: "loaded"} and second.path(1) == path
+    _steps_match(second, other, [3, 1, 4, 1, 5, 9, 2, 6], 300)
+
+
+def test_a_saved_step_that_does_not_load_or_disagrees_is_compiled_again(model: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from transformers import AutoModelForCausalLM
+
+    compiled = _warmed(model, tmp_path)
+    path = compiled.path(1)
+    assert path is not None
+    path.write_bytes(b"not a compiled step")
+    again = _warmed(model, tmp_path)
+    assert again.origins == {1: "compiled"} and "could not be loaded" in caplog.text
+    _steps_match(again, model, [7, 7, 3], 5)
+    # a file that loads but computes another model (here: another activation, as a file left under this
+    # key by other code would) is caught by the check against the eager step
+    config = model.config.to_dict()
+    config.update(hidden_act="relu")
+    relu = AutoModelForCausalLM.from_config(type(model.config).from_dict(config)).eval()
+    relu.load_state_dict(model.state_dict())
+    relu_path = _warmed(relu, tmp_path).path(1)
+    assert relu_path is not None and relu_path != path
+    path.write_bytes(relu_path.read_bytes())
+    caplog.clear()
+    fixed = _warmed(model, tmp_path)
+    assert fixed.origins == {1: "compiled"} and "disagrees with the eager step" in caplog.text
+    _steps_match(fixed, model, [7, 7, 3], 5)
+    assert _warmed(model, tmp_path).origins == {1: "loaded"}  # and the file is right again
+
+
+def test_the_key_of_a_saved_step(model: Any) -> None:
+    cpu = torch.device("cpu")
+    key = artifact_key(model, cpu, 1, 2)
+    assert artifact_key(_other_weights(model), cpu, 1, 2) == key  # weights are inputs of the step
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    assert len({key, artifact_key(model, cpu, 2, 2), artifact_key(model, cpu, 1, 3), artifact_key(bf16, cpu, 1, 2)}) == 4
+    eps = model.config.rms_norm_eps
+    try:
+        model.config.rms_norm_eps = eps * 2
+        assert artifact_key(model, cpu, 1, 2) != key
+    finally:
+        model.config.rms_norm_eps = eps
+    assert artifact_key(model, cpu, 1, 2) == key
+
+
+def test_models_of_one_architecture_each_decode_with_their_own_weights(model: Any) -> None:
+    """Dynamo keeps one graph for both (their weights are its inputs): each step must read its own model's."""
+    other = _other_weights(model)
     with torch.inference_mode():
         for m in (model, other):
             compiled = CompiledDecode(m, torch.device("cpu"), (1,))

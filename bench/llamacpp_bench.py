@@ -17,7 +17,8 @@ stream, one ``llama_decode`` a step). Without llama-cpp-python the section says 
 
 Then the same models again with the compiled decode step (``OLLAMA_TORCH_COMPILE=1``, engine/compiled.py): a
 server with an empty compile cache loads each (the load compiles: its ``load_duration``), measures one stream
-(on a CPU only a batch of one runs compiled), and a restarted server loads each again from the kept kernels.
+(on a CPU only a batch of one runs compiled), and a restarted server loads each again, with the step the first
+saved (checked in its log).
 
 Usage: ``python bench/llamacpp_bench.py [--out PATH] [--tokens N] [--no-compile]``. About 7 minutes on 2 idle
 cores, 3 without the compiled pass.
@@ -231,9 +232,9 @@ def main() -> int:
         lines += [
             "",
             "With the compiled decode step (`OLLAMA_TORCH_COMPILE=1`; on a CPU it runs a batch of one, so 8 streams are "
-            "as above). First load: a server with an empty compile cache (the load compiles); after a restart: a new "
-            "server process loading the same model from the kernels the first kept in `<models>/compiled` "
-            "(target: under 10 s).",
+            "as above). First load: a server with an empty compile cache (the load compiles the step and saves it); after "
+            "a restart: a new server process loading the same model, whose load loads the step the first saved in "
+            "`<models>/compiled` (target: under 10 s).",
             "",
             "| weights | llama.cpp, 1 stream | ollama-torch compiled, 1 stream | ratio | vs eager | first load | load after a restart |",
             "|---|---:|---:|---:|---:|---:|---:|",
@@ -284,6 +285,8 @@ def compiled_pass(models: Path, tmp: Path, rows: list[dict[str, Any]], tokens: i
             log = server.log()
             if "runs eager" in log or "decoding eager" in log:
                 raise RuntimeError(f"the compiled decode step did not run:\n{log}")
+            if attempt == "warm" and "rows: loaded" not in log:
+                raise RuntimeError(f"the restarted server did not load the saved decode step:\n{log}")
         finally:
             server.stop()
 

@@ -10,10 +10,14 @@ nothing in the graph depends on the step. The window is a dynamic dimension: one
 The batch size is static: each bucket (a row count the step is compiled for) is its own graph, and a batch
 between buckets runs eager.
 
-Where the compile pays (measured, BENCHMARKS.md): on a CPU, one row (inductor turns a step's ~1,200
-small ops into fused C++ loops); at 8 rows the eager step with MKL-packed weights is faster than any
-compiled one, so CPU buckets are ``(1,)``. On CUDA every power of two up to the batch, captured as CUDA
-graphs (``mode="reduce-overhead"``), where a small model's step is all launch overhead.
+Where the compile pays (measured on SmolLM2, 2-core Xeon): on a CPU, batches of 1, 2 and 4 rows (inductor
+turns a step's ~1,200 small ops into fused C++ loops; q8_0 at 2 rows 99-107 tok/s compiled vs 74-78 eager,
+at 4 rows 170-174 vs 135-141; float32 66-72 vs 52-61 and 79-87 vs 72-74). At 8 rows the eager step with
+MKL-packed weights is as fast (q8_0 166-188 vs 165-172) and a float32 model's packed layers do not compile,
+so CPU buckets are 1 and the powers of two up to 4 that stay within half the batch (the rows the packed
+layers leave to plain matmuls). On CUDA every power of two up to the batch, captured as CUDA graphs
+(``mode="reduce-overhead"``), where a small model's step is all launch overhead. Each bucket compiles on
+its own: one that fails is logged and its batches run eager.
 
 On a CPU the step is compiled ahead of time (dynamo's ``aot_compile``) and saved as one file per bucket,
 ``<models>/compiled/decode-<key>.pt2``, keyed by everything the compiled code depends on (``artifact_key``:
@@ -106,7 +110,7 @@ def buckets_for(device: torch.device, max_rows: int) -> tuple[int, ...]:
             sizes.append(b)
             b *= 2
         return (*sizes, max_rows)
-    return (1,)
+    return tuple(b for b in (1, 2, 4) if b == 1 or b <= max_rows // 2)
 
 
 def _forward(model: Any, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, column: torch.Tensor,
@@ -253,15 +257,26 @@ class CompiledDecode:
         self.threads = torch.get_num_threads()
         for rows in sorted(self.buckets):
             ids = torch.full((rows, 1), token, dtype=torch.long, device=self.device)
-            logits = self._scratch_step(cache, ids, self.step)
-            if self.origins.get(rows) == "loaded" and not _agree(logits, self._scratch_step(cache, ids, self._eager)):
-                path = self.path(rows)
-                log.warning("the saved decode step %s disagrees with the eager step; compiling it again", path)
-                if path is not None:
-                    path.unlink(missing_ok=True)
-                del self._steps[rows], self.origins[rows]
-                self._scratch_step(cache, ids, self.step)
+            try:
+                logits = self._scratch_step(cache, ids, self.step)
+                if self.origins.get(rows) == "loaded" and not _agree(logits, self._scratch_step(cache, ids, self._eager)):
+                    path = self.path(rows)
+                    log.warning("the saved decode step %s disagrees with the eager step; compiling it again", path)
+                    if path is not None:
+                        path.unlink(missing_ok=True)
+                    del self._steps[rows], self.origins[rows]
+                    self._scratch_step(cache, ids, self.step)
+            except Exception:
+                log.warning("compiling the decode step for %d rows failed; batches of %d rows run eager", rows, rows,
+                            exc_info=True)
+                self.buckets -= {rows}
+                self._steps.pop(rows, None)
+                self.origins[rows] = "eager (failed)"
+                while cache.rows:
+                    cache.remove_row(cache.rows - 1)
         self._marked.clear()  # the scratch cache's views: not kept alive
+        if not self.buckets:
+            raise RuntimeError("the decode step compiled for no batch size (see the warnings above)")
         return time.perf_counter() - started
 
     def _scratch_step(self, cache: BatchKVCache, ids: torch.Tensor,

@@ -1,8 +1,8 @@
 """``OLLAMA_TORCH_COMPILE=1`` through the real server: the load compiles the decode step (logged, with
 its time in ``load_duration``), the step is saved in ``<models>/compiled`` with inductor's kernels and a
 reload after an unload loads it, and every answer is Transformers' own greedy output: one stream decoding through the compiled step,
-and two streams together (the batch of two runs eager on a CPU, then the longer one goes on alone, compiled,
-over the same cache)."""
+and two streams together (a batch of two, compiled as its own bucket, then the longer one goes on alone,
+in the bucket of one, over the same cache)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,6 @@ def test_compiled_decode_gives_transformers_greedy_tokens(compiled_server: Serve
     log = compiled_server.log()
     assert log.count("decode step compiled in") == 2, log
     # the first load compiled the step ahead of time and saved it; the reload loaded it from its file
-    assert "(1 rows: compiled)" in log and "(1 rows: loaded)" in log, log
-    assert len(list((models / "compiled").glob("decode-*.pt2"))) == 1
+    assert "(1 rows: compiled, 2 rows: compiled)" in log and "(1 rows: loaded, 2 rows: loaded)" in log, log
+    assert len(list((models / "compiled").glob("decode-*.pt2"))) == 2  # OLLAMA_NUM_PARALLEL=4: buckets 1 and 2
     assert "runs eager" not in log and "decoding eager" not in log and "step failed" not in log

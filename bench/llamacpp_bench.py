@@ -16,11 +16,11 @@ llama.cpp's 8 streams: llama-server (its HTTP server with parallel slots) is not
 stream, one ``llama_decode`` a step). Without llama-cpp-python the section says so.
 
 Then the same models again with the compiled decode step (``OLLAMA_TORCH_COMPILE=1``, engine/compiled.py): a
-server with an empty compile cache loads each (the load compiles: its ``load_duration``), measures one stream
-(on a CPU only a batch of one runs compiled), and a restarted server loads each again, with the step the first
-saved (checked in its log).
+server with an empty compile cache loads each (the load compiles: its ``load_duration``), measures one stream and
+4 (on a CPU batches of 1, 2 and 4 rows run compiled), and a restarted server loads each again, with the steps the
+first saved (checked in its log).
 
-Usage: ``python bench/llamacpp_bench.py [--out PATH] [--tokens N] [--no-compile]``. About 7 minutes on 2 idle
+Usage: ``python bench/llamacpp_bench.py [--out PATH] [--tokens N] [--no-compile]``. About 13 minutes on 2 idle
 cores, 3 without the compiled pass.
 """
 
@@ -145,13 +145,14 @@ def llama_cpp_streams(path: Path, prompts: list[list[int]], tokens: int, threads
 
 
 def ours_decode(url: str, model: str, tokens: int) -> tuple[float, float]:
-    """Our median single-stream decode tokens/s over three prompts, and the aggregate of 8 streams."""
+    """Our median single-stream decode tokens/s over three prompts, and the aggregates of 4 and 8 streams."""
     stream_generate(url, PROMPTS[0], 16, model=model)  # load + warm up
     single = statistics.median(
         r["eval_count"] / r["eval_seconds"] for r in (stream_generate(url, p, tokens, model=model) for p in PROMPTS[:3])
     )
+    aggregate4, _ = concurrent(url, 4, tokens, model=model)
     aggregate, _ = concurrent(url, 8, tokens, model=model)
-    return single, aggregate
+    return single, aggregate4, aggregate
 
 
 def main() -> int:
@@ -204,10 +205,10 @@ def main() -> int:
             if quantize:
                 model = f"smollm2-f32:{quantize.lower()}"
                 client.create(model=model, from_="smollm2-f32", quantize=quantize)
-            single, aggregate = ours_decode(server.url, model, args.tokens)
+            single, aggregate4, aggregate = ours_decode(server.url, model, args.tokens)
             client.generate(model=model, prompt="", keep_alive=0)  # unload: one model resident at a time
             rows.append({"label": label, "gguf": gguf_name, "ours": quantize or "float32", "theirs": theirs,
-                         "single": single, "aggregate": aggregate, "theirs8": theirs8})
+                         "single": single, "aggregate4": aggregate4, "aggregate": aggregate, "theirs8": theirs8})
             print(f"{label}: llama.cpp {gguf_name} {theirs:.1f} (1) / {theirs8:.1f} (8) tok/s, "
                   f"ours {single:.1f} (1) / {aggregate:.1f} (8)", flush=True)
     finally:
@@ -231,17 +232,20 @@ def main() -> int:
     if not args.no_compile:
         lines += [
             "",
-            "With the compiled decode step (`OLLAMA_TORCH_COMPILE=1`; on a CPU it runs a batch of one, so 8 streams are "
-            "as above). First load: a server with an empty compile cache (the load compiles the step and saves it); after "
+            "With the compiled decode step (`OLLAMA_TORCH_COMPILE=1`; on a CPU it runs batches of 1, 2 and 4 rows, so 8 "
+            "streams run eager, as above; 4 streams compiled are against our 4 eager streams, measured beside the 8). "
+            "First load: a server with an empty compile cache (the load compiles the three steps and saves them); after "
             "a restart: a new server process loading the same model, whose load loads the step the first saved in "
             "`<models>/compiled` (target: under 10 s).",
             "",
-            "| weights | llama.cpp, 1 stream | ollama-torch compiled, 1 stream | ratio | vs eager | first load | load after a restart |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| weights | llama.cpp, 1 stream | ollama-torch compiled, 1 stream | ratio | vs eager | compiled, 4 streams | vs eager "
+            "| first load | load after a restart |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
             lines.append(f"| {r['label']}: {r['gguf']} vs `{r['ours']}` | {r['theirs']:.1f} tok/s | {r['compiled']:.1f} tok/s | "
-                         f"{r['compiled'] / r['theirs']:.2f}x | {r['compiled'] / r['single']:.2f}x | {r['cold_load']:.1f} s | "
+                         f"{r['compiled'] / r['theirs']:.2f}x | {r['compiled'] / r['single']:.2f}x | {r['compiled4']:.1f} tok/s | "
+                         f"{r['compiled4'] / r['aggregate4']:.2f}x | {r['cold_load']:.1f} s | "
                          f"{r['warm_load']:.1f} s |")
     lines += [
         "",
@@ -279,9 +283,11 @@ def compiled_pass(models: Path, tmp: Path, rows: list[dict[str, Any]], tokens: i
                         x["eval_count"] / x["eval_seconds"]
                         for x in (stream_generate(server.url, p, tokens, model=model) for p in PROMPTS[:3])
                     )
+                    r["compiled4"], _ = concurrent(server.url, 4, tokens, model=model)  # rows of 4, 2 and 1 as they finish
                 client.generate(model=model, prompt="", keep_alive=0)
                 print(f"{r['label']} compiled: {attempt} load {r[f'{attempt}_load']:.1f} s"
-                      + (f", 1 stream {r['compiled']:.1f} tok/s" if attempt == "cold" else ""), flush=True)
+                      + (f", 1 stream {r['compiled']:.1f} tok/s, 4 streams {r['compiled4']:.1f}" if attempt == "cold" else ""),
+                      flush=True)
             log = server.log()
             if "runs eager" in log or "decoding eager" in log:
                 raise RuntimeError(f"the compiled decode step did not run:\n{log}")

@@ -108,7 +108,7 @@ class ModelWorker:
         self.threads.apply()  # compiled for the thread count the worker starts with
         compiled = CompiledDecode(loaded.model, loaded.device, buckets_for(loaded.device, self.max_rows), saved=cache_dir)
         log.info("%s: compiling the decode step for batches of %s rows (the first load of an architecture takes "
-                 "a minute or more on a CPU; later loads reuse what is kept in %s)", loaded.name,
+                 "minutes on a CPU, a minute or more for each batch size; later loads reuse what is kept in %s)", loaded.name,
                  sorted(compiled.buckets), kernels)
         try:
             with torch.inference_mode():

@@ -289,7 +289,7 @@ def compiled_pass(models: Path, tmp: Path, rows: list[dict[str, Any]], tokens: i
                       + (f", 1 stream {r['compiled']:.1f} tok/s, 4 streams {r['compiled4']:.1f}" if attempt == "cold" else ""),
                       flush=True)
             log = server.log()
-            if "runs eager" in log or "decoding eager" in log:
+            if server.compiled_decode_fallback():
                 raise RuntimeError(f"the compiled decode step did not run:\n{log}")
             if attempt == "warm" and "rows: loaded" not in log:
                 raise RuntimeError(f"the restarted server did not load the saved decode step:\n{log}")

@@ -35,6 +35,16 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def compiled_decode_fallback(self) -> str:
+        """For a server started with ``OLLAMA_TORCH_COMPILE=1``: the first log line saying its compiled decode
+        step fell back to eager (a model whose compile failed, a batch size that did not compile, a compiled
+        step that failed while serving, a saved step that disagreed), or that nothing compiled; "" when the
+        compiled step ran as it should."""
+        log = self.log()
+        if "decode step compiled in" not in log:
+            return "no decode step was compiled"
+        return next((line for line in log.splitlines() if "eager" in line or "step failed" in line), "")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -99,6 +100,7 @@ def main() -> int:
         f"| not loaded yet (read and attached on the worker thread) | {cold * 1000:.0f} ms |",
         f"| loaded | {warm * 1000:.0f} ms |",
     ]
+    shutil.rmtree(tmp, ignore_errors=True)  # the run's models (hundreds of MB); a failed run keeps them, with its logs
     text = "## LoRA adapters: mixed batches and first use\n\n" + "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -288,6 +289,7 @@ def main() -> int:
         "after their start: streams slow down on their own as their contexts grow, which the drop from the 4 s before "
         "counts against the long prompt.",
     ]
+    shutil.rmtree(tmp, ignore_errors=True)  # the run's models (hundreds of MB); a failed run keeps them, with its logs
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -256,6 +257,7 @@ def main() -> int:
         "build crashed with SIGILL on quantized tensors on our VM), which may understate llama.cpp on a CPU with "
         "AVX-512; torch uses what the CPU has.",
     ]
+    shutil.rmtree(tmp, ignore_errors=True)  # the run's models (hundreds of MB); a failed run keeps them, with its logs
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -175,7 +175,9 @@ class Settings:
     device: str = ""  # OLLAMA_TORCH_DEVICE: "cuda", "cuda:1", "cpu"; "" = CUDA when present
     dtype: str = ""  # OLLAMA_TORCH_DTYPE: "float32", "bfloat16", "float16"; "" = device default
     prefill_chunk: int = 0  # OLLAMA_TORCH_PREFILL_CHUNK: prompt tokens per step while others decode; 0 = adaptive
-    compile: bool = False  # OLLAMA_TORCH_COMPILE: compiled decode steps (engine/compiled.py)
+    # OLLAMA_TORCH_COMPILE: compiled decode steps (engine/compiled.py). None (unset) = on a CPU, compiled in the
+    # background while the model serves eager; True = on every device, compiled as the model loads; False = off
+    compile: bool | None = None
     api_key: str = field(default="", repr=False)  # OLLAMA_TORCH_API_KEY(_FILE): "" = no authentication
 
     @classmethod
@@ -216,7 +218,7 @@ class Settings:
             device=_var(env, "OLLAMA_TORCH_DEVICE"),
             dtype=_var(env, "OLLAMA_TORCH_DTYPE"),
             prefill_chunk=max(0, _int(env, "OLLAMA_TORCH_PREFILL_CHUNK", 0)),
-            compile=_bool(env, "OLLAMA_TORCH_COMPILE"),
+            compile=_bool(env, "OLLAMA_TORCH_COMPILE") if _var(env, "OLLAMA_TORCH_COMPILE") else None,
             api_key=_api_key(env),
         )
 
@@ -233,7 +235,7 @@ class Settings:
     @property
     def compile_dir(self) -> Path | None:
         """Where compiled decode steps are kept between loads and restarts, or ``None`` when they are off."""
-        return self.models / "compiled" if self.compile else None
+        return None if self.compile is False else self.models / "compiled"
 
     @property
     def default_num_ctx(self) -> int:

@@ -36,7 +36,7 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     def compiled_decode_fallback(self) -> str:
-        """For a server started with ``OLLAMA_TORCH_COMPILE=1``: the first log line saying its compiled decode
+        """For a server that compiles (``OLLAMA_TORCH_COMPILE`` 1 or unset): the first log line saying its compiled decode
         step fell back to eager (a model whose compile failed, a batch size that did not compile, a compiled
         step that failed while serving, a saved step that disagreed), or that nothing compiled; "" when the
         compiled step ran as it should."""
@@ -65,6 +65,7 @@ def start_server(models: Path, log_path: Path, env: dict[str, str] | None = None
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONUNBUFFERED": "1",
+        "OLLAMA_TORCH_COMPILE": "0",  # a test or benchmark that compiles says so (unset, a CPU compiles in the background)
         **(env or {}),
     }
     log_file = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime

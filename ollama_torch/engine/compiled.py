@@ -20,7 +20,7 @@ layers leave to plain matmuls). On CUDA every power of two up to the batch, capt
 its own: one that fails is logged and its batches run eager.
 
 On a CPU the step is compiled ahead of time (dynamo's ``aot_compile``) and saved as one file per bucket,
-``<models>/compiled/decode-<key>.pt2``, keyed by everything the compiled code depends on (``artifact_key``:
+``<models>/compiled/<versions>/decode-<key>.pt2``, keyed by everything the compiled code depends on (``artifact_key``:
 the model's class, config, module tree and tensor shapes and dtypes, the rows, the thread count and
 instruction set the kernels are built for, the torch and Transformers versions) and not by the weights,
 which are inputs: fine-tunes of one model share a file. A later load, or a restart, loads the file (about
@@ -28,7 +28,13 @@ which are inputs: fine-tunes of one model share a file. A later load, or a resta
 which cost about a millisecond a step: the key and the inputs this module builds are what makes a call
 valid. A file that fails to load is compiled again; a loaded one is checked against the eager step once.
 Inductor keeps its compiled kernels in its cache directory (``TORCHINDUCTOR_CACHE_DIR``), which the server
-points at the same directory: a step loaded from its file finds them there.
+points at the same directory: a step loaded from its file finds them there. The directory is per torch and
+Transformers version (``versioned_dir``), and other versions' directories are removed when a model compiles:
+an upgrade leaves nothing behind.
+
+By default (``OLLAMA_TORCH_COMPILE`` unset) a CPU model whose steps are all saved loads them as it loads, and
+one whose steps are not serves eager while a thread compiles them (``ModelWorker``), one model at a time
+(``BACKGROUND_COMPILE``); ``OLLAMA_TORCH_COMPILE=1`` compiles as the model loads, on any device.
 
 On CUDA the step is compiled in memory at each load (``torch.compile`` with CUDA graphs; saving CUDA-graph
 steps has not been run on a GPU here), reusing inductor's cached kernels. Greedy tokens equal the eager
@@ -41,6 +47,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,6 +59,44 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 from .cache import BatchKVCache
 
 log = logging.getLogger(__name__)
+
+# Held by a background compile (worker.py): one at a time, since on a small CPU each takes every core that
+# serving leaves.
+BACKGROUND_COMPILE = threading.Lock()
+
+
+def versioned_dir(root: Path) -> Path:
+    """The directory under ``root`` (``<models>/compiled``) for this torch and Transformers, made if missing;
+    everything else in ``root`` is removed: what other versions compiled (which nothing loads again once they
+    are upgraded) and steps saved before directories were per version. Removing a directory another server
+    process is using costs it only a compile at its next load."""
+    import shutil
+
+    import transformers
+
+    name = f"torch-{torch.__version__}-transformers-{transformers.__version__}".replace("+", "_")
+    path = root / name
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name == name:
+                continue
+            log.info("removing %s (compiled by other versions of torch or Transformers)", entry)
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler inductor builds CPU kernels with (``CXX``, else g++), or ``None`` where there is none."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        return get_cpp_compiler()
+    except Exception:
+        return None
 
 
 def use_cache_dir(path: Path) -> str:
@@ -149,8 +194,11 @@ def artifact_key(model: Any, device: torch.device, rows: int, threads: int) -> s
 class CompiledDecode:
     """The compiled one-token step of a loaded model over its batch cache, per bucket."""
 
-    def __init__(self, model: Any, device: torch.device, buckets: Sequence[int], saved: Path | None = None) -> None:
-        """``saved``: the directory a CPU step is saved in and loaded from (``None``: compiled in memory)."""
+    def __init__(self, model: Any, device: torch.device, buckets: Sequence[int], saved: Path | None = None,
+                 threads: int | None = None) -> None:
+        """``saved``: the directory a CPU step is saved in and loaded from (``None``: compiled in memory);
+        ``threads``: the intra-op thread count the CPU kernels are compiled for and run with (default: the
+        calling thread's torch count)."""
         self.model = model
         self.device = device
         self.buckets = frozenset(buckets)
@@ -162,7 +210,7 @@ class CompiledDecode:
             _forward, mode=mode, fullgraph=True, recompile_limit=64)
         self._steps: dict[int, Callable[..., torch.Tensor]] = {}  # rows -> the step that runs them
         self.origins: dict[int, str] = {}  # rows -> how its step was made: "loaded", "compiled" or "in memory"
-        self.threads = torch.get_num_threads()  # what the kernels are compiled for (set by ``warm_up``)
+        self.threads = threads if threads is not None else torch.get_num_threads()
         self._marked: dict[tuple[int, int, int], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
 
     def handles(self, rows: int) -> bool:
@@ -215,6 +263,11 @@ class CompiledDecode:
             return None
         return self.saved / f"decode-{artifact_key(self.model, self.device, rows, self.threads)}.pt2"
 
+    def all_saved(self) -> bool:
+        """Every bucket's step has a saved file to load (which a load then only checks)."""
+        paths = [self.path(rows) for rows in self.buckets]
+        return all(p is not None and p.exists() for p in paths)
+
     def _load_or_save(self, rows: int, inputs: tuple[Any, ...]) -> Callable[..., torch.Tensor]:
         """The saved step for ``rows``: loaded from its file, or compiled ahead of time (traced on ``inputs``)
         and saved; compiled in memory where it cannot be compiled ahead of time."""
@@ -232,7 +285,10 @@ class CompiledDecode:
         try:
             ahead: Any = torch.compile(
                 _forward, fullgraph=True, options={"guard_filter_fn": torch.compiler.keep_portable_guards_unsafe})
-            compiled = ahead.aot_compile((inputs, {}))
+            import torch._inductor.config as inductor_config
+
+            with inductor_config.patch({"cpp.threads": self.threads}):  # the count the key names, whatever thread compiles
+                compiled = ahead.aot_compile((inputs, {}))
         except Exception as exc:  # an architecture dynamo cannot package: compile it in memory at every load
             log.warning("the decode step cannot be compiled ahead of time (%s: %s); compiling it in memory",
                         type(exc).__name__, exc)
@@ -247,16 +303,20 @@ class CompiledDecode:
                         exc_info=True)
         return compiled
 
-    def warm_up(self, cache: BatchKVCache, token: int) -> float:
+    def warm_up(self, cache: BatchKVCache, token: int, stop: Callable[[], bool] | None = None) -> float:
         """Compile (or load) every bucket now (a load pays it, not the first request) on ``cache``, a scratch
         cache of the batch's shape made under ``torch.inference_mode`` as the worker's is (dynamo guards on
-        it), for the calling thread's intra-op thread count; returns the seconds it took. A step loaded from
-        its file must give the eager step's logits on the same input, or it is compiled again. (On CUDA,
-        graphs are recorded per thread: the worker's thread records its own at its first steps.)"""
+        it), for ``threads`` intra-op threads; returns the seconds it took. A step loaded from its file must
+        give the eager step's logits on the same input, or it is compiled again. ``stop()`` true before a
+        bucket ends it there (the model was unloaded). (On CUDA, graphs are recorded per thread: the worker's
+        thread records its own at its first steps.)"""
         started = time.perf_counter()
-        self.threads = torch.get_num_threads()
-        for rows in sorted(self.buckets):
+        todo = sorted(self.buckets)
+        for i, rows in enumerate(todo):
+            if stop is not None and stop():
+                break
             ids = torch.full((rows, 1), token, dtype=torch.long, device=self.device)
+            bucket_started = time.perf_counter()
             try:
                 logits = self._scratch_step(cache, ids, self.step)
                 if self.origins.get(rows) == "loaded" and not _agree(logits, self._scratch_step(cache, ids, self._eager)):
@@ -266,6 +326,8 @@ class CompiledDecode:
                         path.unlink(missing_ok=True)
                     del self._steps[rows], self.origins[rows]
                     self._scratch_step(cache, ids, self.step)
+                log.info("decode step for %d rows: %s in %.1f s (%d of %d)", rows, self.origins.get(rows),
+                         time.perf_counter() - bucket_started, i + 1, len(todo))
             except Exception:
                 log.warning("compiling the decode step for %d rows failed; batches of %d rows run eager", rows, rows,
                             exc_info=True)

@@ -222,7 +222,7 @@ class Scheduler:
                 from .worker import ModelWorker
 
                 worker = ModelWorker(loaded, self.settings.effective_num_parallel, prefill_chunk=self.settings.prefill_chunk,
-                                     compile_dir=self.settings.compile_dir)
+                                     compile_dir=self.settings.compile_dir, compile_at_load=self.settings.compile is True)
         except BaseException:
             loaded.cleanup()
             raise

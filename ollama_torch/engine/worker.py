@@ -11,8 +11,10 @@ own ``DynamicCache``; they still stream, they just do not share forward passes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import queue
 import threading
 import time
@@ -27,7 +29,14 @@ from ..errors import InternalError
 from .api import TokenLogprob
 from .cache import BatchKVCache
 from .chunked import ChunkPlanner, PartialPrefill
-from .compiled import CompiledDecode, buckets_for, use_cache_dir
+from .compiled import (
+    BACKGROUND_COMPILE,
+    CompiledDecode,
+    buckets_for,
+    cpp_compiler,
+    use_cache_dir,
+    versioned_dir,
+)
 from .loader import LoadedModel
 from .logprobs import TokenBytes, batch_logprobs, entry_from_row
 from .lora import routed
@@ -67,8 +76,12 @@ class _Seq:
 class ModelWorker:
     def __init__(
         self, loaded: LoadedModel, max_rows: int, prefix_cache_bytes: int = 256 << 20, prefill_chunk: int = 0,
-        compile_dir: Path | None = None,
+        compile_dir: Path | None = None, compile_at_load: bool = True,
     ) -> None:
+        """``compile_dir``: where compiled decode steps are kept (``None``: eager only). ``compile_at_load``: the
+        load compiles them, on any device (``OLLAMA_TORCH_COMPILE=1``); otherwise (unset) on a CPU only, a load
+        that finds every step saved loads them, and one that does not serves eager while a thread compiles
+        them, then switches."""
         self.loaded = loaded
         self.max_rows = max_rows if loaded.batchable else 1
         if loaded.device.type == "cpu" and self.max_rows > 1:
@@ -88,37 +101,97 @@ class ModelWorker:
         self.threads = ThreadTuner(enabled=loaded.device.type == "cpu")
         self.active = 0  # requests submitted and not finished (read from other threads)
         self._lock = threading.Lock()
-        self.compiled = self._compile(compile_dir) if compile_dir is not None else None
+        self.compiled: CompiledDecode | None = None
+        self.compiling: threading.Thread | None = None  # the background compile, while it runs
+        if compile_dir is not None:
+            self.compiled = self._compile(compile_dir, at_load=compile_at_load)
         self.thread = OnDemandThread(f"worker-{loaded.name}", self._tick, lambda: not self.inbox.empty(), on_start=self._on_start)
 
-    def _compile(self, cache_dir: Path) -> CompiledDecode | None:
-        """The compiled decode step (``OLLAMA_TORCH_COMPILE``), compiled now so that the load pays it, or
-        ``None`` where the eager step runs: vision models, models without the batch cache or spread over
-        devices, and any model whose compile fails (logged; it still serves)."""
+    def _compile(self, cache_dir: Path, at_load: bool) -> CompiledDecode | None:
+        """The compiled decode step, made now so that the load pays it (``at_load``), or ``None`` where the
+        eager step runs: vision models, models without the batch cache or spread over devices, any model whose
+        compile fails (logged; it still serves), models on CUDA unless ``at_load``, and until the background
+        thread (``compiling``) hands its step over."""
         loaded = self.loaded
         if not loaded.batchable or loaded.kind != "causal":
             log.info("%s: not compiled (only text models decoding through the batch cache are)", loaded.name)
+            return None
+        if not at_load:
+            if loaded.device.type != "cpu":
+                log.info("%s: decode step not compiled on %s unless OLLAMA_TORCH_COMPILE=1", loaded.name, loaded.device.type)
+                return None
+            self.compiling = threading.Thread(target=self._compile_in_background, args=(cache_dir,),
+                                              name=f"compile-{loaded.name}", daemon=True)
+            self.compiling.start()
+            return None
+        prepared = self._prepare(cache_dir)
+        if prepared is None:
+            return None
+        compiled, cache, kernels = prepared
+        log.info("%s: compiling the decode step for batches of %s rows (the first load of an architecture takes "
+                 "minutes on a CPU, a minute or more for each batch size; later loads reuse what is kept in %s)", loaded.name,
+                 sorted(compiled.buckets), kernels)
+        return self._warm_up(compiled, cache)
+
+    def _prepare(self, cache_dir: Path) -> tuple[CompiledDecode, BatchKVCache, str] | None:
+        """The steps to make, a scratch cache to make them on, and inductor's cache directory; ``None`` (logged)
+        where the model is not compiled."""
+        loaded = self.loaded
+        if loaded.device.type == "cpu" and cpp_compiler() is None:
+            log.warning("%s: decode step not compiled: inductor finds no C++ compiler (install g++, or name one in CXX)",
+                        loaded.name)
             return None
         with torch.inference_mode():  # as the worker's own cache is: dynamo guards on it
             cache = loaded.new_batch_cache(self.max_rows)
         if len(set(cache.layer_devices)) > 1:
             log.info("%s: not compiled (spread over several devices)", loaded.name)
             return None
+        cache_dir = versioned_dir(cache_dir)
         kernels = use_cache_dir(cache_dir)
-        self.threads.apply()  # compiled for the thread count the worker starts with
-        compiled = CompiledDecode(loaded.model, loaded.device, buckets_for(loaded.device, self.max_rows), saved=cache_dir)
-        log.info("%s: compiling the decode step for batches of %s rows (the first load of an architecture takes "
-                 "minutes on a CPU, a minute or more for each batch size; later loads reuse what is kept in %s)", loaded.name,
-                 sorted(compiled.buckets), kernels)
+        compiled = CompiledDecode(loaded.model, loaded.device, buckets_for(loaded.device, self.max_rows), saved=cache_dir,
+                                  threads=self.threads.options[0])  # the count the worker starts with
+        return compiled, cache, kernels
+
+    def _warm_up(self, compiled: CompiledDecode, cache: BatchKVCache) -> CompiledDecode | None:
+        loaded = self.loaded
         try:
             with torch.inference_mode():
-                seconds = compiled.warm_up(cache, loaded.pad_token_id)
+                seconds = compiled.warm_up(cache, loaded.pad_token_id, stop=lambda: self._closed)
         except Exception:
             log.exception("%s: compiling the decode step failed; it runs eager", loaded.name)
+            return None
+        if self._closed:
+            log.info("%s: unloaded while its decode step compiled; the steps compiled so far are saved", loaded.name)
             return None
         origins = ", ".join(f"{rows} rows: {how}" for rows, how in sorted(compiled.origins.items()))
         log.info("%s: decode step compiled in %.1f s (%s)", loaded.name, seconds, origins)
         return compiled
+
+    def _compile_in_background(self, cache_dir: Path) -> None:
+        """On its own thread, at a lower priority than serving (which it shares the CPU with): the saved steps
+        are loaded, or the steps compiled, one model at a time, then the worker's next step uses them."""
+        loaded = self.loaded
+        try:
+            with contextlib.suppress(AttributeError, OSError):  # Linux: a thread's own nice value, which the
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # compilers it starts inherit
+            prepared = self._prepare(cache_dir)
+            if prepared is None or self._closed:
+                return
+            compiled, cache, kernels = prepared
+            if compiled.all_saved():
+                log.info("%s: loading its saved decode steps (batches of %s rows)", loaded.name, sorted(compiled.buckets))
+                self.compiled = self._warm_up(compiled, cache)
+                return
+            log.info("%s: compiling the decode step for batches of %s rows in the background, serving uncompiled until "
+                     "then (the first compile of an architecture takes minutes on a CPU, a minute or more for each batch "
+                     "size; later loads reuse what is kept in %s)", loaded.name, sorted(compiled.buckets), kernels)
+            with BACKGROUND_COMPILE:
+                if not self._closed:
+                    self.compiled = self._warm_up(compiled, cache)
+        except Exception:
+            log.exception("%s: compiling the decode step failed; it runs eager", loaded.name)
+        finally:
+            self.compiling = None
 
     # -- public, any thread ------------------------------------------------------------------------------
     def submit(self, req: GenerationRequest) -> None:

@@ -1,6 +1,6 @@
 """``OLLAMA_TORCH_COMPILE=1`` through the real server: the load compiles the decode step (logged, with
-its time in ``load_duration``), the step is saved in ``<models>/compiled`` with inductor's kernels and a
-reload after an unload loads it, and every answer is Transformers' own greedy output: one stream decoding through the compiled step,
+its time in ``load_duration``), the step is saved in ``<models>/compiled/<versions>`` with inductor's kernels
+(what other versions left there is removed) and a reload after an unload loads it, and every answer is Transformers' own greedy output: one stream decoding through the compiled step,
 and two streams together (a batch of two, compiled as its own bucket, then the longer one goes on alone,
 in the bucket of one, over the same cache)."""
 
@@ -30,6 +30,11 @@ def compiled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
 def test_compiled_decode_gives_transformers_greedy_tokens(compiled_server: ServerProcess, tiny_llama_dir: Path) -> None:
     from transformers import AutoTokenizer
 
+    models = compiled_server.models
+    stale = models / "compiled" / "torch-2.0.0-transformers-4.40.0"  # what an older torch left: removed at the load
+    stale.mkdir(parents=True)
+    (stale / "decode-0.pt2").write_bytes(b"old")
+    (models / "compiled" / "decode-1.pt2").write_bytes(b"old")  # the layout before per-version directories
     client = ollama.Client(host=compiled_server.url, timeout=600)
     client.create(model="tiny", files=upload_dir(client, tiny_llama_dir))
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
@@ -43,7 +48,11 @@ def test_compiled_decode_gives_transformers_greedy_tokens(compiled_server: Serve
 
     tokens, first = run("Why is the sea blue?", 300)  # past the cache's first capacity: its buffers grow
     assert tokens == reference("Why is the sea blue?", 300)
-    models = compiled_server.models
+    import torch
+    import transformers
+
+    versions = f"torch-{torch.__version__}-transformers-{transformers.__version__}".replace("+", "_")
+    assert [p.name for p in (models / "compiled").iterdir()] == [versions]  # the stale ones are gone
     assert any((models / "compiled").rglob("*.py")) or any((models / "compiled").rglob("*.so"))  # inductor's kernels
     assert first.load_duration is not None and first.load_duration > 0
 
@@ -59,5 +68,75 @@ def test_compiled_decode_gives_transformers_greedy_tokens(compiled_server: Serve
     assert log.count("decode step compiled in") == 2, log
     # the first load compiled the step ahead of time and saved it; the reload loaded it from its file
     assert "(1 rows: compiled, 2 rows: compiled)" in log and "(1 rows: loaded, 2 rows: loaded)" in log, log
-    assert len(list((models / "compiled").glob("decode-*.pt2"))) == 2  # OLLAMA_NUM_PARALLEL=4: buckets 1 and 2
+    assert len(list((models / "compiled").rglob("decode-*.pt2"))) == 2  # OLLAMA_NUM_PARALLEL=4: buckets 1 and 2
     assert not compiled_server.compiled_decode_fallback(), log
+
+
+def test_unset_a_cpu_compiles_in_the_background_while_the_model_serves(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    """``OLLAMA_TORCH_COMPILE`` unset: the first load serves at once, eager, while a thread compiles the step;
+    an unload and a reload meanwhile serve too; once the compile is logged the compiled step serves; a reload
+    then finds the step saved and loads it (also off the load's path). Every answer is Transformers' greedy one."""
+    import time
+
+    from transformers import AutoTokenizer
+
+    server = start_server(tmp_path / "models", tmp_path / "server.log", env={"OLLAMA_TORCH_COMPILE": "", "OLLAMA_NUM_PARALLEL": "2"})
+    try:
+        client = ollama.Client(host=server.url, timeout=600)
+        client.create(model="tiny", files=upload_dir(client, tiny_llama_dir))
+        tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+        reference = greedy_reference(tiny_llama_dir)
+
+        def run(prompt: str, n: int) -> list[int]:
+            done = client.generate(model="tiny", prompt=prompt, template="{{ .Prompt }}",
+                                   options={"temperature": 0, "num_predict": n, "num_ctx": 1024})
+            assert done.context is not None
+            return list(done.context[len(tok(prompt)["input_ids"]):])
+
+        assert run("Why is the sea blue?", 40) == reference("Why is the sea blue?", 40)
+        log = server.log()
+        assert "decode step compiled in" not in log, log  # the answer did not wait for the compile
+        client.generate(model="tiny", prompt="", keep_alive=0)  # unloaded while it compiles: the reload serves too
+        assert run("Why is the sea blue?", 40) == reference("Why is the sea blue?", 40)
+        deadline = time.monotonic() + 600
+        while "decode step compiled in" not in server.log() and time.monotonic() < deadline:
+            assert run("Once upon a time", 8) == reference("Once upon a time", 8)  # served (eager) meanwhile
+            time.sleep(1)
+        assert run("The lighthouse keeper", 120) == reference("The lighthouse keeper", 120)  # compiled
+        log = server.log()
+        assert "in the background, serving uncompiled" in log, log
+        assert "rows: compiled)" in log or "rows: loaded)" in log, log  # loaded: the unloaded model's compile saved it
+        assert not server.compiled_decode_fallback() and "Traceback" not in log, log
+
+        client.generate(model="tiny", prompt="", keep_alive=0)  # unload; the reload loads the saved step
+        before = len(server.log())
+        assert run("Why is the sea blue?", 40) == reference("Why is the sea blue?", 40)
+        while "decode step compiled in" not in server.log()[before:] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        reload = server.log()[before:]
+        assert "loading its saved decode steps" in reload and "(1 rows: loaded)" in reload, reload
+        assert "in the background" not in reload, reload
+    finally:
+        server.stop()
+
+
+def test_without_a_cpp_compiler_the_model_serves_uncompiled(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    """A machine without g++ (inductor's CPU kernels are C++): one clear log line, no traceback, and the model
+    serves; nothing is written under ``<models>/compiled``."""
+    from transformers import AutoTokenizer
+
+    server = start_server(tmp_path / "models", tmp_path / "server.log",
+                          env={"OLLAMA_TORCH_COMPILE": "", "CXX": str(tmp_path / "no-such-compiler")})
+    try:
+        client = ollama.Client(host=server.url, timeout=600)
+        client.create(model="tiny", files=upload_dir(client, tiny_llama_dir))
+        reference = greedy_reference(tiny_llama_dir)
+        done = client.generate(model="tiny", prompt="Why is the sea blue?", template="{{ .Prompt }}",
+                               options={"temperature": 0, "num_predict": 20})
+        prompt_tokens = len(AutoTokenizer.from_pretrained(tiny_llama_dir)("Why is the sea blue?")["input_ids"])
+        assert done.context is not None and list(done.context[prompt_tokens:]) == reference("Why is the sea blue?", 20)
+        log = server.log()
+        assert "inductor finds no C++ compiler" in log and "Traceback" not in log, log
+        assert not (server.models / "compiled").exists()
+    finally:
+        server.stop()

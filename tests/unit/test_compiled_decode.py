@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ollama_torch.engine.cache import BatchKVCache
-from ollama_torch.engine.compiled import CompiledDecode, artifact_key, buckets_for
+from ollama_torch.engine.compiled import CompiledDecode, artifact_key, buckets_for, versioned_dir
 
 pytestmark = pytest.mark.slow
 
@@ -197,6 +197,26 @@ def test_models_of_one_architecture_each_decode_with_their_own_weights(model: An
                 expected = _eager_step(m, eager_cache, ids)
                 torch.testing.assert_close(compiled.step(compiled_cache, ids), expected, rtol=1e-4, atol=1e-4)
                 ids = expected.argmax(-1, keepdim=True)
+
+
+def test_the_directory_is_per_version_and_other_versions_are_removed(tmp_path: Path) -> None:
+    import transformers
+
+    root = tmp_path / "compiled"
+    current = versioned_dir(root)
+    assert current.is_dir() and current.parent == root  # made where missing
+    assert current.name == f"torch-{torch.__version__}-transformers-{transformers.__version__}".replace("+", "_")
+    (current / "decode-a.pt2").write_bytes(b"kept")
+    (current / "fxgraph").mkdir()
+    old = root / "torch-2.0.0-transformers-4.40.0"
+    (old / "fxgraph").mkdir(parents=True)
+    (old / "decode-b.pt2").write_bytes(b"old")
+    (root / "decode-c.pt2").write_bytes(b"unversioned")
+    (root / "aotautograd").mkdir()
+    (root / "link").symlink_to(current)  # a link is removed, not what it points at
+    assert versioned_dir(root) == current
+    assert sorted(p.name for p in root.iterdir()) == [current.name]
+    assert (current / "decode-a.pt2").read_bytes() == b"kept" and (current / "fxgraph").is_dir()
 
 
 def test_buckets() -> None:

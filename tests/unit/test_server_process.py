@@ -14,6 +14,8 @@ COMPILED = "msg=tiny: decode step compiled in 4.3 s (1 rows: compiled, 2 rows: c
 
 @pytest.mark.parametrize(("lines", "fallback"), [
     ([COMPILED], ""),
+    (["msg=tiny: compiling the decode step for batches of [1, 2] rows in the background, serving uncompiled until then",
+      COMPILED], ""),
     (["msg=tiny: loaded"], "no decode step was compiled"),
     (["msg=tiny: compiling the decode step failed; it runs eager"], "no decode step was compiled"),
     (["msg=compiling the decode step for 2 rows failed; batches of 2 rows run eager",

@@ -87,10 +87,14 @@ def test_from_env(tmp_path: Path) -> None:
     assert s.origins[:2] == ("chrome-extension://*", "https://x.org") and s.noprune
 
 
-def test_compile_is_off_unless_asked_for(tmp_path: Path) -> None:
-    assert Settings.from_env({"OLLAMA_MODELS": str(tmp_path)}).compile_dir is None
-    assert Settings.from_env({"OLLAMA_MODELS": str(tmp_path), "OLLAMA_TORCH_COMPILE": "0"}).compile_dir is None
-    assert Settings.from_env({"OLLAMA_MODELS": str(tmp_path), "OLLAMA_TORCH_COMPILE": "1"}).compile_dir == tmp_path / "compiled"
+def test_compile_is_automatic_unless_turned_on_or_off(tmp_path: Path) -> None:
+    def settings(value: str | None) -> Settings:
+        return Settings.from_env({"OLLAMA_MODELS": str(tmp_path), **({"OLLAMA_TORCH_COMPILE": value} if value is not None else {})})
+
+    for value, compile in ((None, None), ("", None), ("1", True), ("true", True), ("0", False), ("false", False)):
+        assert settings(value).compile is compile, value
+        assert settings(value).compile_dir == (None if compile is False else tmp_path / "compiled"), value
+    assert Settings(models=tmp_path).compile is None
 
 
 def test_env_keep_alive_seconds_and_negative() -> None:

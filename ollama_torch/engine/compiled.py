@@ -32,9 +32,10 @@ points at the same directory: a step loaded from its file finds them there. The 
 Transformers version (``versioned_dir``), and other versions' directories are removed when a model compiles:
 an upgrade leaves nothing behind.
 
-By default (``OLLAMA_TORCH_COMPILE`` unset) a CPU model whose steps are all saved loads them as it loads, and
-one whose steps are not serves eager while a thread compiles them (``ModelWorker``), one model at a time
-(``BACKGROUND_COMPILE``); ``OLLAMA_TORCH_COMPILE=1`` compiles as the model loads, on any device.
+By default (``OLLAMA_TORCH_COMPILE`` unset) a CPU model serves eager as soon as it loads, while a thread of
+``ModelWorker`` loads its saved steps or, where some are missing, has a forked child process compile and save
+them (``compile_in_child``; one model at a time, ``BACKGROUND_COMPILE``) and then loads them;
+``OLLAMA_TORCH_COMPILE=1`` compiles as the model loads, on any device.
 
 On CUDA the step is compiled in memory at each load (``torch.compile`` with CUDA graphs; saving CUDA-graph
 steps has not been run on a GPU here), reusing inductor's cached kernels. Greedy tokens equal the eager
@@ -43,10 +44,12 @@ step's (tests).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -238,10 +241,7 @@ class CompiledDecode:
         rows = cache.rows
         if torch.get_num_threads() != self.threads:  # inductor's CPU kernels are compiled for a thread count
             torch.set_num_threads(self.threads)
-        positions, column, mask = cache.begin_static_decode()
-        torch._dynamo.mark_dynamic(mask, 3)
-        keys, values = self._views(cache, rows, mask.shape[-1])
-        inputs = (self.model, ids, positions, mask, column, keys, values)
+        inputs = self._inputs(cache, ids)
         try:
             logits = self._step_for(rows, inputs)(*inputs)
         except BaseException:
@@ -249,6 +249,13 @@ class CompiledDecode:
             raise
         cache.end_step(advance=True)
         return logits.clone() if logits.is_cuda else logits  # a CUDA graph's output is overwritten by its next replay
+
+    def _inputs(self, cache: BatchKVCache, ids: torch.Tensor) -> tuple[Any, ...]:
+        """The step's arguments for rows ``[0, cache.rows)``; the cache's step has begun (``end_step`` ends it)."""
+        positions, column, mask = cache.begin_static_decode()
+        torch._dynamo.mark_dynamic(mask, 3)
+        keys, values = self._views(cache, cache.rows, mask.shape[-1])
+        return (self.model, ids, positions, mask, column, keys, values)
 
     def _step_for(self, rows: int, inputs: tuple[Any, ...]) -> Callable[..., torch.Tensor]:
         step = self._steps.get(rows)
@@ -302,6 +309,72 @@ class CompiledDecode:
             log.warning("the compiled decode step could not be saved to %s; the next load compiles it again", path,
                         exc_info=True)
         return compiled
+
+    def compile_in_child(self, cache: BatchKVCache, token: int, stop: Callable[[], bool], timeout: float = 3600.0) -> bool:
+        """Compile and save every CPU bucket whose file is missing in a forked child process, and wait for it;
+        whether it succeeded. The child shares the model's memory (copy-on-write) but not this process's GIL:
+        traced in a thread, the step's ~45 s of Python held the serving thread to 1-3 tok/s (measured on
+        SmolLM2). It runs torch on one thread, as DataLoader workers do after a fork (OpenMP's threads do
+        not survive one), and dies with this process; ``stop()`` true (the model was unloaded) kills it."""
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child: only this thread exists; it must end in os._exit
+            code = 1
+            try:
+                _detach_child(parent)
+                # inductor resets its process pools after a fork, but not its thread pool, whose threads did not
+                # come along: a compile in this process before the fork left one that would never run a job
+                from torch._inductor.async_compile import AsyncCompile
+
+                AsyncCompile.pool.cache_clear()
+                torch.set_num_threads(1)
+                with torch.inference_mode():
+                    self._save_missing(cache, token)
+                code = 0
+            except BaseException:
+                log.exception("compiling the decode step in a child process failed")
+            finally:
+                with contextlib.suppress(BaseException):
+                    from torch._inductor.async_compile import shutdown_compile_workers
+
+                    shutdown_compile_workers()
+                os._exit(code)
+        deadline = time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status) == 0
+            if stop() or time.monotonic() > deadline:
+                if not stop():
+                    log.warning("compiling the decode step took over %.0f s; stopped", timeout)
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return False
+            time.sleep(0.2)
+
+    def _save_missing(self, cache: BatchKVCache, token: int) -> None:
+        """Compile ahead of time and save each bucket whose file is missing, traced on a scratch prompt in
+        ``cache``, without running it."""
+        todo = [rows for rows in sorted(self.buckets) if (p := self.path(rows)) is not None and not p.exists()]
+        for i, rows in enumerate(todo):
+            started = time.perf_counter()
+            ids = torch.full((rows, 1), token, dtype=torch.long, device=self.device)
+
+            def trace(cache: BatchKVCache, ids: torch.Tensor) -> torch.Tensor:
+                inputs = self._inputs(cache, ids)
+                try:
+                    self._load_or_save(cache.rows, inputs)
+                finally:
+                    cache.end_step(advance=False)
+                return ids
+
+            self._scratch_step(cache, ids, trace)
+            log.info("decode step for %d rows: %s in %.1f s (%d of %d)", rows, self.origins.get(rows, "not compiled"),
+                     time.perf_counter() - started, i + 1, len(todo))
+
+    def keep_saved(self) -> None:
+        """Drop the buckets without a saved file (their batches run eager)."""
+        self.buckets = frozenset(rows for rows in self.buckets if (p := self.path(rows)) is not None and p.exists())
 
     def warm_up(self, cache: BatchKVCache, token: int, stop: Callable[[], bool] | None = None) -> float:
         """Compile (or load) every bucket now (a load pays it, not the first request) on ``cache``, a scratch
@@ -371,6 +444,31 @@ class CompiledDecode:
             cache.end_step(advance=True)
         logits: torch.Tensor = out.logits[:, -1, :]
         return logits
+
+
+def _detach_child(parent: int) -> None:
+    """In a child forked by ``parent`` (the server): be killed when the thread that forked it ends (Linux's
+    ``PR_SET_PDEATHSIG``), so that a compile does not outlive the server; take SIGINT and SIGTERM's default
+    actions, not the server's handlers; and close the sockets and pipes it inherited (the server's listening
+    socket, its clients' connections, which must close when the server closes them, and its pipes to other
+    processes), keeping standard input, output and error."""
+    import ctypes
+    import stat
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it ended before the signal was set
+        os._exit(1)
+    with contextlib.suppress(Exception):
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            with contextlib.suppress(OSError):
+                if fd > 2 and (stat.S_ISSOCK(mode := os.fstat(fd).st_mode) or stat.S_ISFIFO(mode)):
+                    os.close(fd)
 
 
 def _agree(got: torch.Tensor, expected: torch.Tensor) -> bool:

@@ -185,9 +185,27 @@ class ModelWorker:
             log.info("%s: compiling the decode step for batches of %s rows in the background, serving uncompiled until "
                      "then (the first compile of an architecture takes minutes on a CPU, a minute or more for each batch "
                      "size; later loads reuse what is kept in %s)", loaded.name, sorted(compiled.buckets), kernels)
+            if not hasattr(os, "fork"):  # traced on this thread, which slows serving while it traces
+                with BACKGROUND_COMPILE:
+                    if not self._closed:
+                        self.compiled = self._warm_up(compiled, cache)
+                return
             with BACKGROUND_COMPILE:
-                if not self._closed:
-                    self.compiled = self._warm_up(compiled, cache)
+                if self._closed:
+                    return
+                started = time.perf_counter()
+                compiled.compile_in_child(cache, loaded.pad_token_id, stop=lambda: self._closed)
+            if self._closed:
+                log.info("%s: unloaded while its decode step compiled; the steps compiled so far are saved", loaded.name)
+                return
+            compiled.keep_saved()
+            if not compiled.buckets:
+                log.warning("%s: the decode step could not be compiled ahead of time (see above); it runs eager "
+                            "(OLLAMA_TORCH_COMPILE=1 compiles it in memory at each load)", loaded.name)
+                return
+            log.info("%s: decode step made in the background in %.0f s; loading it", loaded.name,
+                     time.perf_counter() - started)
+            self.compiled = self._warm_up(compiled, cache)
         except Exception:
             log.exception("%s: compiling the decode step failed; it runs eager", loaded.name)
         finally:

@@ -122,6 +122,67 @@ def test_a_saved_step_is_loaded_by_the_next_load(model: Any, tmp_path: Path) -> 
     _steps_match(second, other, [3, 1, 4, 1, 5, 9, 2, 6], 300)
 
 
+def test_a_child_process_compiles_and_saves_the_missing_steps(model: Any, tmp_path: Path) -> None:
+    """The background compile's fork (``compile_in_child``) from this process, which has run torch on several
+    threads: the child saves the steps without running them, this process loads them, and they decode as the
+    eager step does. A child told to stop is killed."""
+    compiled = CompiledDecode(model, torch.device("cpu"), (1, 2), saved=tmp_path)
+    with torch.inference_mode():
+        assert not compiled.compile_in_child(_cache(model), 0, stop=lambda: True)  # killed at once
+        assert not compiled.all_saved()
+        assert compiled.compile_in_child(_cache(model), 0, stop=lambda: False)
+        assert compiled.all_saved() and compiled.origins == {}  # compiled in the child, nothing here yet
+        compiled.warm_up(_cache(model), 0)
+    assert compiled.origins == {1: "loaded", 2: "loaded"}
+    _steps_match(compiled, model, [3, 1, 4, 1, 5, 9, 2, 6], 40)
+
+
+def test_a_forked_child_lets_go_of_the_sockets_and_pipes_it_inherited(tmp_path: Path) -> None:
+    """A compile's child must not hold the server's connections open: once the server closes one, its client
+    sees the end while the child still runs. Its inherited pipes close too; files stay open."""
+    import os
+    import socket
+    import time
+
+    from ollama_torch.engine.compiled import _detach_child
+
+    server_end, client_end = socket.socketpair()
+    read_end, write_end = os.pipe()
+    kept = (tmp_path / "kept").open("w")
+    result = tmp_path / "result"
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _detach_child(parent)
+            closed = 0
+            for fd in (server_end.fileno(), read_end, write_end):
+                try:
+                    os.fstat(fd)
+                except OSError:
+                    closed += 1
+            os.fstat(kept.fileno())  # raises (and the result is never written) if the file was closed
+            result.write_text(f"{closed} closed")
+            time.sleep(60)  # the compile, still running
+        finally:
+            os._exit(0)
+    try:
+        server_end.close()  # the server closes the connection while the child runs
+        client_end.settimeout(30)
+        assert client_end.recv(1) == b""  # and its client sees it closed
+        deadline = time.monotonic() + 30
+        while not result.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert result.read_text() == "3 closed"
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        for f in (client_end, kept):
+            f.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
 def test_a_saved_step_that_does_not_load_or_disagrees_is_compiled_again(model: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from transformers import AutoModelForCausalLM
 

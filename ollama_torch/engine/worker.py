@@ -198,7 +198,11 @@ class ModelWorker:
             if self._closed:
                 log.info("%s: unloaded while its decode step compiled; the steps compiled so far are saved", loaded.name)
                 return
+            wanted = compiled.buckets
             compiled.keep_saved()
+            if wanted - compiled.buckets:
+                log.warning("%s: batches of %s rows run eager (their step was not compiled ahead of time: see above)",
+                            loaded.name, sorted(wanted - compiled.buckets))
             if not compiled.buckets:
                 log.warning("%s: the decode step could not be compiled ahead of time (see above); it runs eager "
                             "(OLLAMA_TORCH_COMPILE=1 compiles it in memory at each load)", loaded.name)

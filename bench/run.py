@@ -33,6 +33,7 @@ SECTIONS = [
     ("quant", "Quantization: memory, quality and speed", "quant_bench.py"),
     ("adapters", "LoRA adapters: mixed batches and first use", "adapter_bench.py"),
     ("llamacpp", "Decode beside llama.cpp (the engine Ollama runs)", "llamacpp_bench.py"),
+    ("background", "Compiled decode by default: the first load on a CPU", "background_bench.py"),
     ("lmeval", "lm-evaluation-harness loglikelihood requests: the server vs lm-eval's hf backend", "lmeval_bench.py"),
     ("gguf", "GGUF export: size, quality and llama.cpp speed", "gguf_bench.py"),
 ]

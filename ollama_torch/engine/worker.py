@@ -79,9 +79,9 @@ class ModelWorker:
         compile_dir: Path | None = None, compile_at_load: bool = True,
     ) -> None:
         """``compile_dir``: where compiled decode steps are kept (``None``: eager only). ``compile_at_load``: the
-        load compiles them, on any device (``OLLAMA_TORCH_COMPILE=1``); otherwise (unset) on a CPU only, a load
-        that finds every step saved loads them, and one that does not serves eager while a thread compiles
-        them, then switches."""
+        load compiles them, on any device (``OLLAMA_TORCH_COMPILE=1``); otherwise (unset), on a CPU only, the
+        model serves eager at once while a thread loads the saved steps, or has a child process compile the
+        missing ones first, then switches to them."""
         self.loaded = loaded
         self.max_rows = max_rows if loaded.batchable else 1
         if loaded.device.type == "cpu" and self.max_rows > 1:

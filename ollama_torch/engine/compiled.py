@@ -341,7 +341,10 @@ class CompiledDecode:
                 os._exit(code)
         deadline = time.monotonic() + timeout
         while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else's wait: its files tell
+                return self.all_saved()
             if done:
                 return os.waitstatus_to_exitcode(status) == 0
             if stop() or time.monotonic() > deadline:
@@ -368,7 +371,13 @@ class CompiledDecode:
                     cache.end_step(advance=False)
                 return ids
 
-            self._scratch_step(cache, ids, trace)
+            try:
+                self._scratch_step(cache, ids, trace)
+            except Exception:  # each bucket fails on its own
+                log.warning("compiling the decode step for %d rows failed", rows, exc_info=True)
+                while cache.rows:
+                    cache.remove_row(cache.rows - 1)
+                continue
             log.info("decode step for %d rows: %s in %.1f s (%d of %d)", rows, self.origins.get(rows, "not compiled"),
                      time.perf_counter() - started, i + 1, len(todo))
 

@@ -137,6 +137,23 @@ def test_a_child_process_compiles_and_saves_the_missing_steps(model: Any, tmp_pa
     _steps_match(compiled, model, [3, 1, 4, 1, 5, 9, 2, 6], 40)
 
 
+def test_a_bucket_the_child_cannot_compile_is_dropped_and_the_others_saved(model: Any, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled = CompiledDecode(model, torch.device("cpu"), (1, 2), saved=tmp_path)
+    save = compiled._load_or_save
+
+    def failing_for_two_rows(rows: int, inputs: tuple[Any, ...]) -> Any:
+        if rows == 2:
+            raise RuntimeError("no kernel for this bucket")
+        return save(rows, inputs)
+
+    monkeypatch.setattr(compiled, "_load_or_save", failing_for_two_rows)  # the forked child inherits it
+    with torch.inference_mode():
+        assert compiled.compile_in_child(_cache(model), 0, stop=lambda: False)
+    compiled.keep_saved()
+    assert compiled.buckets == {1} and [p.name for p in tmp_path.glob("decode-*.pt2")] == [compiled.path(1).name]  # type: ignore[union-attr]
+
+
 def test_a_forked_child_lets_go_of_the_sockets_and_pipes_it_inherited(tmp_path: Path) -> None:
     """A compile's child must not hold the server's connections open: once the server closes one, its client
     sees the end while the child still runs. Its inherited pipes close too; files stay open."""

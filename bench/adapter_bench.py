@@ -26,6 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx  # noqa: E402
 
+from bench.common import publish  # noqa: E402
 from bench.gen_bench import PROMPTS  # noqa: E402
 from ollama_torch.demo import demo_gguf  # noqa: E402
 from tests.lora_support import train_lora  # noqa: E402
@@ -101,11 +102,7 @@ def main() -> int:
         f"| loaded | {warm * 1000:.0f} ms |",
     ]
     shutil.rmtree(tmp, ignore_errors=True)  # the run's models (hundreds of MB); a failed run keeps them, with its logs
-    text = "## LoRA adapters: mixed batches and first use\n\n" + "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return publish("## LoRA adapters: mixed batches and first use\n\n" + "\n".join(lines) + "\n", args.out)
 
 
 def _ttft(url: str, model: str, prompt: str) -> float:

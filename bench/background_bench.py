@@ -26,6 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx  # noqa: E402
 
+from bench.common import publish  # noqa: E402
 from ollama_torch.demo import demo_gguf  # noqa: E402
 from tests.server_process import ServerProcess, start_server  # noqa: E402
 
@@ -105,11 +106,7 @@ def main() -> int:
         f"| decode, median of 5 | {median(eager):.1f} tok/s | {median(after):.1f} tok/s ({median(after) / median(eager):.2f}x) |",
         f"| after an unload: load, then compiled step serving after | | {reload_load:.1f} s, {reload_until:.1f} s |",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return publish("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

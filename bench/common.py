@@ -1,4 +1,5 @@
-"""What several benchmarks share: the machine's name in their reports, and SmolLM2 as float32 Safetensors."""
+"""What several benchmarks share: the machine's name in their reports, SmolLM2 as float32 Safetensors, and how a
+script hands its section over."""
 
 from __future__ import annotations
 
@@ -28,3 +29,11 @@ def smollm2_f32(workdir: Path) -> Path:
     out = workdir / "smollm2-f32"
     convert_gguf_to_hf(demo_gguf(), out)
     return out
+
+
+def publish(text: str, out: Path | None) -> int:
+    """A script's markdown section: printed, and written to ``out`` (``--out``) for ``bench/run.py``; the exit code."""
+    print(text)
+    if out:
+        out.write_text(text)
+    return 0

@@ -33,6 +33,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx  # noqa: E402
 
+from bench.common import publish  # noqa: E402
 from tests.server_process import start_server  # noqa: E402
 
 PROMPTS = [
@@ -290,11 +291,7 @@ def main() -> int:
         "counts against the long prompt.",
     ]
     shutil.rmtree(tmp, ignore_errors=True)  # the run's models (hundreds of MB); a failed run keeps them, with its logs
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return publish("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

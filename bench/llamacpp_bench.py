@@ -44,6 +44,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from gen_bench import PROMPTS, concurrent, gguf_path, stream_generate  # noqa: E402
 
+from bench.common import publish  # noqa: E402
 from tests.server_process import start_server  # noqa: E402
 
 PAIRS = [("f32", "F32", ""), ("8-bit", "Q8_0", "q8_0"), ("4-bit", "Q4_0", "q4_K_M")]  # (label, llama.cpp, ours)
@@ -165,11 +166,7 @@ def main() -> int:
     threads = os.cpu_count() or 2
     title = "## Decode beside llama.cpp (the engine Ollama runs)\n\n"
     if not llama_cpp_available():
-        text = title + "_Not measured: llama-cpp-python is not installed (`make bench` builds it)._\n"
-        print(text)
-        if args.out:
-            args.out.write_text(text)
-        return 0
+        return publish(title + "_Not measured: llama-cpp-python is not installed (`make bench` builds it)._\n", args.out)
     import ollama
     from transformers import AutoTokenizer
 
@@ -258,11 +255,7 @@ def main() -> int:
         "AVX-512; torch uses what the CPU has.",
     ]
     shutil.rmtree(tmp, ignore_errors=True)  # the run's models (hundreds of MB); a failed run keeps them, with its logs
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return publish("\n".join(lines) + "\n", args.out)
 
 
 def compiled_pass(models: Path, tmp: Path, rows: list[dict[str, Any]], tokens: int) -> None:

@@ -270,10 +270,14 @@ class CompiledDecode:
             return None
         return self.saved / f"decode-{artifact_key(self.model, self.device, rows, self.threads)}.pt2"
 
+    def is_saved(self, rows: int) -> bool:
+        """The step for ``rows`` has a saved file to load."""
+        path = self.path(rows)
+        return path is not None and path.exists()
+
     def all_saved(self) -> bool:
         """Every bucket's step has a saved file to load (which a load then only checks)."""
-        paths = [self.path(rows) for rows in self.buckets]
-        return all(p is not None and p.exists() for p in paths)
+        return all(self.is_saved(rows) for rows in self.buckets)
 
     def _load_or_save(self, rows: int, inputs: tuple[Any, ...]) -> Callable[..., torch.Tensor]:
         """The saved step for ``rows``: loaded from its file, or compiled ahead of time (traced on ``inputs``)
@@ -358,7 +362,7 @@ class CompiledDecode:
     def _save_missing(self, cache: BatchKVCache, token: int) -> None:
         """Compile ahead of time and save each bucket whose file is missing, traced on a scratch prompt in
         ``cache``, without running it."""
-        todo = [rows for rows in sorted(self.buckets) if (p := self.path(rows)) is not None and not p.exists()]
+        todo = [rows for rows in sorted(self.buckets) if not self.is_saved(rows)]
         for i, rows in enumerate(todo):
             started = time.perf_counter()
             ids = torch.full((rows, 1), token, dtype=torch.long, device=self.device)
@@ -383,7 +387,7 @@ class CompiledDecode:
 
     def keep_saved(self) -> None:
         """Drop the buckets without a saved file (their batches run eager)."""
-        self.buckets = frozenset(rows for rows in self.buckets if (p := self.path(rows)) is not None and p.exists())
+        self.buckets = frozenset(rows for rows in self.buckets if self.is_saved(rows))
 
     def warm_up(self, cache: BatchKVCache, token: int, stop: Callable[[], bool] | None = None) -> float:
         """Compile (or load) every bucket now (a load pays it, not the first request) on ``cache``, a scratch

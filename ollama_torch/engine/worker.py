@@ -102,7 +102,6 @@ class ModelWorker:
         self.active = 0  # requests submitted and not finished (read from other threads)
         self._lock = threading.Lock()
         self.compiled: CompiledDecode | None = None
-        self.compiling: threading.Thread | None = None  # the background compile, while it runs
         if compile_dir is not None:
             self.compiled = self._compile(compile_dir, at_load=compile_at_load)
         self.thread = OnDemandThread(f"worker-{loaded.name}", self._tick, lambda: not self.inbox.empty(), on_start=self._on_start)
@@ -111,7 +110,7 @@ class ModelWorker:
         """The compiled decode step, made now so that the load pays it (``at_load``), or ``None`` where the
         eager step runs: vision models, models without the batch cache or spread over devices, any model whose
         compile fails (logged; it still serves), models on CUDA unless ``at_load``, and until the background
-        thread (``compiling``) hands its step over."""
+        thread (``_compile_in_background``) hands its step over."""
         loaded = self.loaded
         if not loaded.batchable or loaded.kind != "causal":
             log.info("%s: not compiled (only text models decoding through the batch cache are)", loaded.name)
@@ -120,9 +119,8 @@ class ModelWorker:
             if loaded.device.type != "cpu":
                 log.info("%s: decode step not compiled on %s unless OLLAMA_TORCH_COMPILE=1", loaded.name, loaded.device.type)
                 return None
-            self.compiling = threading.Thread(target=self._compile_in_background, args=(cache_dir,),
-                                              name=f"compile-{loaded.name}", daemon=True)
-            self.compiling.start()
+            threading.Thread(target=self._compile_in_background, args=(cache_dir,), name=f"compile-{loaded.name}",
+                             daemon=True).start()
             return None
         prepared = self._prepare(cache_dir)
         if prepared is None:
@@ -212,8 +210,6 @@ class ModelWorker:
             self.compiled = self._warm_up(compiled, cache)
         except Exception:
             log.exception("%s: compiling the decode step failed; it runs eager", loaded.name)
-        finally:
-            self.compiling = None
 
     # -- public, any thread ------------------------------------------------------------------------------
     def submit(self, req: GenerationRequest) -> None:

@@ -22,7 +22,9 @@ its own: one that fails is logged and its batches run eager.
 On a CPU the step is compiled ahead of time (dynamo's ``aot_compile``) and saved as one file per bucket,
 ``<models>/compiled/<versions>/decode-<key>.pt2``, keyed by everything the compiled code depends on (``artifact_key``:
 the model's class, config, module tree and tensor shapes and dtypes, the rows, the thread count and
-instruction set the kernels are built for, the torch and Transformers versions) and not by the weights,
+instruction set the kernels are built for, the torch and Transformers versions, and the source of the code
+the step runs that those versions do not pin: this module's and that of layers from elsewhere, such as our
+int8 and int4 layers) and not by the weights,
 which are inputs: fine-tunes of one model share a file. A later load, or a restart, loads the file (about
 2 s) instead of tracing the model again (about 10 s), and the step runs without dynamo's guard checks,
 which cost about a millisecond a step: the key and the inputs this module builds are what makes a call
@@ -191,7 +193,27 @@ def artifact_key(model: Any, device: torch.device, rows: int, threads: int) -> s
     parts += [(name, type(module).__module__, type(module).__qualname__) for name, module in model.named_modules()]
     tensors = [*model.named_parameters(), *model.named_buffers()]
     parts += [(name, tuple(t.shape), str(t.dtype), t.device.type) for name, t in tensors]
+    parts += source_digests({type(module) for module in model.modules()})
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+def source_digests(types: set[type]) -> list[tuple[str, str]]:
+    """The code a step traces that the torch and Transformers versions do not pin: this module's (the step's
+    cache) and the source files of ``types`` from anywhere else (our quantized layers, bitsandbytes', PEFT's),
+    each as (module, digest of its file), so that a step saved before an upgrade of that code is compiled
+    again rather than loaded."""
+    import inspect
+    import sys
+
+    names = {__name__} | {t.__module__ for t in types if t.__module__.split(".")[0] not in ("torch", "transformers")}
+    digests = []
+    for name in sorted(names):
+        try:
+            path = inspect.getsourcefile(sys.modules[name])
+            digests.append((name, hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""))
+        except (KeyError, TypeError, OSError):
+            digests.append((name, ""))
+    return digests
 
 
 class CompiledDecode:

@@ -11,7 +11,10 @@ On CPU, bitsandbytes' 8-bit layers (``Q8_0``/``INT8``) are run by PyTorch's weig
 (``aten._weight_int8pack_mm``, as gpt-fast does) instead: the stored weights are already int8 rows with one
 absmax each, which is exactly what that kernel multiplies by, so nothing is re-quantized. It skips
 LLM.int8's int8 activations, so it is also closer to the unquantized model, and reads a quarter of the
-float32 bytes per token (measured on SmolLM2: see BENCHMARKS.md).
+float32 bytes per token (measured on SmolLM2: see BENCHMARKS.md). Inside a compiled CPU decode step of up to
+``FUSED_ROWS`` rows (``compiled.py``) the layer is written out as products and a sum instead, which inductor
+fuses into one loop per layer that converts the int8 weights as it reads them: at 1-4 rows, twice the
+kernel's speed.
 """
 
 from __future__ import annotations
@@ -75,6 +78,11 @@ def resident_bytes(model: Any) -> int:
     return total
 
 
+# Rows up to which a compiled CPU step multiplies int8 weights in inductor's own loop rather than the kernel's
+# (SmolLM2's 210 int8 layers alone, 2-core Xeon: 5-9 ms vs 13-20 ms at 1 row, 12 vs 23 ms at 4, 24 vs 27 at 8).
+FUSED_ROWS = 4
+
+
 class Int8WeightLinear(nn.Module):
     """A bitsandbytes 8-bit Linear's weights (int8 [out, in], one absmax per row) multiplied by PyTorch's
     weight-only int8 kernel, in bfloat16: ``y = x @ (int8 * absmax / 127).T + bias``."""
@@ -91,7 +99,13 @@ class Int8WeightLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
+        if flat.shape[0] <= FUSED_ROWS and flat.device.type == "cpu" and torch.compiler.is_compiling():
+            # A compiled decode step's few rows: written out as products and a sum, which inductor turns into
+            # one vectorized loop that converts each int8 weight as it reads it, once (the same bfloat16 inputs
+            # and output as the kernel, float32 sums).
+            y = ((flat.float().unsqueeze(1) * self.weight.float()).sum(-1) * self.scales.float()).to(torch.bfloat16)
+        else:
+            y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)

@@ -16,7 +16,14 @@ import pytest
 import torch
 
 from ollama_torch.engine.cache import BatchKVCache
-from ollama_torch.engine.compiled import CompiledDecode, artifact_key, buckets_for, versioned_dir
+from ollama_torch.engine.compiled import (
+    CompiledDecode,
+    artifact_key,
+    buckets_for,
+    source_digests,
+    versioned_dir,
+)
+from ollama_torch.engine.quantized import Int8WeightLinear
 
 pytestmark = pytest.mark.slow
 
@@ -247,7 +254,7 @@ def test_a_bucket_that_fails_to_compile_runs_eager_and_the_others_compiled(model
         compiled.warm_up(_cache(model), 0)
 
 
-def test_the_key_of_a_saved_step(model: Any) -> None:
+def test_the_key_of_a_saved_step(model: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cpu = torch.device("cpu")
     key = artifact_key(model, cpu, 1, 2)
     assert artifact_key(_other_weights(model), cpu, 1, 2) == key  # weights are inputs of the step
@@ -260,6 +267,23 @@ def test_the_key_of_a_saved_step(model: Any) -> None:
     finally:
         model.config.rms_norm_eps = eps
     assert artifact_key(model, cpu, 1, 2) == key
+    # the code the step traces beyond torch's and Transformers' (this module's, a quantized layer's) is in it
+    digests = dict(source_digests({torch.nn.Linear, Int8WeightLinear}))
+    assert set(digests) == {"ollama_torch.engine.compiled", "ollama_torch.engine.quantized"} and all(digests.values())
+    with_int8 = copy.deepcopy(model)
+    with_int8.lm_head = Int8WeightLinear(torch.zeros(model.lm_head.weight.shape, dtype=torch.int8),
+                                         torch.ones(model.lm_head.weight.shape[0]), None)
+    assert artifact_key(with_int8, cpu, 1, 2) != key
+    # a layer's file edited (an upgrade of the package it comes from) changes the key
+    (tmp_path / "layer_of_elsewhere.py").write_text("import torch\nclass Layer(torch.nn.Identity):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import layer_of_elsewhere
+
+    with_layer = copy.deepcopy(model)
+    with_layer.model.norm = layer_of_elsewhere.Layer()
+    before = artifact_key(with_layer, cpu, 1, 2)
+    (tmp_path / "layer_of_elsewhere.py").write_text("import torch\nclass Layer(torch.nn.Identity):\n    pass  # changed\n")
+    assert artifact_key(with_layer, cpu, 1, 2) != before
 
 
 def test_models_of_one_architecture_each_decode_with_their_own_weights(model: Any) -> None:

@@ -8,6 +8,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,10 @@ def load_model(stored: StoredModel, settings: Settings, store: ModelStore) -> Lo
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # the server's log is not a terminal
+    # Transformers 5.x deprecates the ``past_key_values`` argument the engine passes, for ``cache``, and warns
+    # again and again in the server's log; it is ours to act on, not a user's (pyproject keeps Transformers
+    # below 5.40, which removes it).
+    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
     caps = stored.capabilities
     kind = _kind(caps)
     device = pick_device(settings)

@@ -70,6 +70,7 @@ def test_compiled_decode_gives_transformers_greedy_tokens(compiled_server: Serve
     assert "(1 rows: compiled, 2 rows: compiled)" in log and "(1 rows: loaded, 2 rows: loaded)" in log, log
     assert len(list((models / "compiled").rglob("decode-*.pt2"))) == 2  # OLLAMA_NUM_PARALLEL=4: buckets 1 and 2
     assert not compiled_server.compiled_decode_fallback(), log
+    assert "FutureWarning" not in log, log  # Transformers' deprecation of the cache argument we pass (loader.py)
 
 
 def test_unset_a_cpu_compiles_in_the_background_while_the_model_serves(tmp_path: Path, tiny_llama_dir: Path) -> None:

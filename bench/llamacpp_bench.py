@@ -13,15 +13,18 @@ Measured: greedy decode tokens/s of one stream after a chat prompt (prefill excl
 ours through HTTP), each the median over three prompts, and the aggregate over 8 concurrent streams.
 llama.cpp's 8 streams: llama-server (its HTTP server with parallel slots) is not built by llama-cpp-python, so
 ``llama_cpp_streams`` runs llama-server's decode loop on llama.cpp's C API in process (one sequence per
-stream, one ``llama_decode`` a step). Without llama-cpp-python the section says so.
+stream, one ``llama_decode`` a step). llama.cpp runs just before and just after each of our runs, and ratios
+are against the mean of the two: a shared VM's speed drifts over minutes (up to 3x within the hour here), so a
+reference measured once, minutes away from ours, could make a ratio by itself. (Ours compiled against ours
+eager, minutes apart, is not corrected so.) Without llama-cpp-python the section says so.
 
 Then the same models again with the compiled decode step (``OLLAMA_TORCH_COMPILE=1``, engine/compiled.py): a
-server with an empty compile cache loads each (the load compiles: its ``load_duration``), measures one stream and
-4 (on a CPU batches of 1, 2 and 4 rows run compiled), and a restarted server loads each again, with the steps the
+server with an empty compile cache loads each (the load compiles: its ``load_duration``), measures one stream
+(llama.cpp again around it) and 4 (on a CPU batches of 1, 2 and 4 rows run compiled), and a restarted server loads each again, with the steps the
 first saved (checked in its log).
 
-Usage: ``python bench/llamacpp_bench.py [--out PATH] [--tokens N] [--no-compile]``. About 13 minutes on 2 idle
-cores, 3 without the compiled pass.
+Usage: ``python bench/llamacpp_bench.py [--out PATH] [--tokens N] [--no-compile]``. About 13-16 minutes on 2 idle
+cores, 4 without the compiled pass.
 """
 
 from __future__ import annotations

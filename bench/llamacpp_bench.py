@@ -196,6 +196,7 @@ def main() -> int:
         client.create(model="smollm2-f32", files=files)
         client.generate(model="smollm2:135m", prompt="", keep_alive=0)
         source = load_source(derived)
+        eight = [chat_ids[i % len(chat_ids)] for i in range(8)]
         for label, gguf_name, quantize in PAIRS:
             path = tmp / f"{gguf_name}.gguf"
             export_hf(derived, path, parse_gguf_type(gguf_name), source=source)
@@ -203,7 +204,6 @@ def main() -> int:
             if quantize:
                 model = f"smollm2-f32:{quantize.lower()}"
                 client.create(model=model, from_="smollm2-f32", quantize=quantize)
-            eight = [chat_ids[i % len(chat_ids)] for i in range(8)]
             theirs = [llama_cpp_decode(path, chat_ids[:3], args.tokens, threads)]
             theirs8 = [llama_cpp_streams(path, eight, args.tokens, threads)]
             single, aggregate4, aggregate = ours_decode(server.url, model, args.tokens)
@@ -230,8 +230,8 @@ def main() -> int:
     ]
     for r in rows:
         lines.append(f"| {r['label']}: {r['gguf']} vs `{r['ours']}` | {_around(r['theirs'])} tok/s | {r['single']:.1f} tok/s | "
-                     f"{r['single'] / _mean(r['theirs']):.2f}x | {_around(r['theirs8'])} tok/s | {r['aggregate']:.1f} tok/s | "
-                     f"{r['aggregate'] / _mean(r['theirs8']):.2f}x |")
+                     f"{r['single'] / statistics.mean(r['theirs']):.2f}x | {_around(r['theirs8'])} tok/s | {r['aggregate']:.1f} tok/s | "
+                     f"{r['aggregate'] / statistics.mean(r['theirs8']):.2f}x |")
     if not args.no_compile:
         lines += [
             "",
@@ -247,7 +247,7 @@ def main() -> int:
         ]
         for r in rows:
             lines.append(f"| {r['label']}: {r['gguf']} vs `{r['ours']}` | {_around(r['theirs_compiled'])} tok/s | {r['compiled']:.1f} tok/s | "
-                         f"{r['compiled'] / _mean(r['theirs_compiled']):.2f}x | {r['compiled'] / r['single']:.2f}x | {r['compiled4']:.1f} tok/s | "
+                         f"{r['compiled'] / statistics.mean(r['theirs_compiled']):.2f}x | {r['compiled'] / r['single']:.2f}x | {r['compiled4']:.1f} tok/s | "
                          f"{r['compiled4'] / r['aggregate4']:.2f}x | {r['cold_load']:.1f} s | "
                          f"{r['warm_load']:.1f} s |")
     lines += [
@@ -306,13 +306,9 @@ def compiled_pass(models: Path, tmp: Path, rows: list[dict[str, Any]], tokens: i
             server.stop()
 
 
-def _mean(rates: list[float]) -> float:
-    return sum(rates) / len(rates)
-
-
 def _around(rates: list[float]) -> str:
     """llama.cpp's rates before and after ours: their mean, then both."""
-    return f"{_mean(rates):.1f} ({' / '.join(f'{x:.1f}' for x in rates)})"
+    return f"{statistics.mean(rates):.1f} ({' / '.join(f'{x:.1f}' for x in rates)})"
 
 
 def llama_cpp_version() -> str:

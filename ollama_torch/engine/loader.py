@@ -24,7 +24,14 @@ from ..store import ModelStore, StoredModel
 from .cache import BatchKVCache
 from .grammar.compiler import GrammarCompiler
 from .lora import AdapterRegistry
-from .quantized import cast_unquantized, compute_dtype, prepare_for_cpu, resident_bytes, stored_dtype
+from .quantized import (
+    cast_unquantized,
+    compute_dtype,
+    prepare_for_cpu,
+    quantize_head_for_cpu,
+    resident_bytes,
+    stored_dtype,
+)
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +250,8 @@ def load_model(stored: StoredModel, settings: Settings, store: ModelStore) -> Lo
             log.info("8-bit layers of %s run by PyTorch's weight-only int8 kernel", stored.name.display_shortest)
         if quantized_dtype is not None and settings.dtype:  # OLLAMA_TORCH_DTYPE: the unquantized layers' dtype
             cast_unquantized(model, dtype)
+        if device.type == "cpu" and quantized_dtype is not None and quantize_head_for_cpu(model):
+            log.info("output head of %s quantized to 8 bits for the int8 kernel", stored.name.display_shortest)
         dtype = compute_dtype(model, dtype)
         tokenizer = processor.tokenizer if processor is not None else transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except Exception:

@@ -14,7 +14,8 @@ LLM.int8's int8 activations, so it is also closer to the unquantized model, and 
 float32 bytes per token (measured on SmolLM2: see BENCHMARKS.md). Inside a compiled CPU decode step of up to
 ``FUSED_ROWS`` rows (``compiled.py``) the layer is written out as products and a sum instead, which inductor
 fuses into one loop per layer that converts the int8 weights as it reads them: at 1-4 rows, twice the
-kernel's speed.
+kernel's speed. The 16-bit output head of a quantized model is quantized to 8 bits on the CPU too
+(``quantize_head_for_cpu``), as llama.cpp does: in a small model it is the largest matrix left.
 """
 
 from __future__ import annotations
@@ -87,9 +88,11 @@ class Int8WeightLinear(nn.Module):
     """A bitsandbytes 8-bit Linear's weights (int8 [out, in], one absmax per row) multiplied by PyTorch's
     weight-only int8 kernel, in bfloat16: ``y = x @ (int8 * absmax / 127).T + bias``."""
 
-    def __init__(self, int8: torch.Tensor, absmax: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(self, int8: torch.Tensor, absmax: torch.Tensor, bias: torch.Tensor | None,
+                 fused_rows: int = FUSED_ROWS) -> None:
         super().__init__()
         self.out_features, self.in_features = int8.shape
+        self.fused_rows = fused_rows
         # A copy in memory of its own: the kernel reads rows with aligned vector loads and crashes the process
         # on weights that start off a 16-byte boundary, as tensors mapped from a Safetensors file at an odd
         # offset do (PyTorch allocates on 64-byte boundaries).
@@ -99,7 +102,7 @@ class Int8WeightLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        if flat.shape[0] <= FUSED_ROWS and flat.device.type == "cpu" and torch.compiler.is_compiling():
+        if flat.shape[0] <= self.fused_rows and flat.device.type == "cpu" and torch.compiler.is_compiling():
             # A compiled decode step's few rows: written out as products and a sum, which inductor turns into
             # one vectorized loop that converts each int8 weight as it reads it, once (the same bfloat16 inputs
             # and output as the kernel, float32 sums).
@@ -109,6 +112,17 @@ class Int8WeightLinear(nn.Module):
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, fused_rows: int = FUSED_ROWS) -> Int8WeightLinear:
+        """``linear``'s weights quantized to int8, one scale per row. The scale is rounded up to a bfloat16
+        value (the kernel takes bfloat16 scales) before the rows are divided by it, so the only error is each
+        weight's rounding to an integer: no row as a whole comes out scaled."""
+        weight = linear.weight.detach().float()
+        scales = (weight.abs().amax(dim=1).clamp(min=1e-12) / 127).to(torch.bfloat16)
+        scales = torch.where(scales.float() * 127 < weight.abs().amax(dim=1), torch.nextafter(scales, scales.new_tensor(float("inf"))), scales)
+        int8 = torch.round(weight / scales.float()[:, None]).clamp(-127, 127).to(torch.int8)
+        return cls(int8, scales.float() * 127, linear.bias, fused_rows=fused_rows)
 
 
 def _quantized_types() -> tuple[type, ...]:
@@ -170,3 +184,23 @@ def prepare_for_cpu(model: Any) -> int:
             setattr(parent, name, Int8WeightLinear(weight.data, absmax, child.bias))
             swapped += 1
     return swapped
+
+
+def quantize_head_for_cpu(model: Any) -> bool:
+    """Give a quantized model loaded on CPU an 8-bit output head (``Int8WeightLinear``, one scale per row, run by
+    the int8 kernel at every row count), as llama.cpp quantizes the output of a quantized model too (Q8_0's
+    in Q8_0, Q4_K_M's in Q6_K). The head is the largest matrix of a small model and the only one left in 16
+    bits: in SmolLM2, 28M weights beside the 107M of its layers. Tied input embeddings keep their own 16-bit
+    table (a lookup reads one row of it per token). Returns whether the head was swapped: only a plain Linear
+    in 16 bits (so ``OLLAMA_TORCH_DTYPE=float32`` keeps a float32 head) on the CPU."""
+    if not hasattr(torch.ops.aten, "_weight_int8pack_mm") or not hasattr(model, "get_output_embeddings"):
+        return False
+    head = model.get_output_embeddings()
+    if type(head) is not nn.Linear or head.weight.device.type != "cpu" or head.weight.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if child is head:
+                setattr(parent, name, Int8WeightLinear.from_float(head, fused_rows=0))
+                return True
+    return False

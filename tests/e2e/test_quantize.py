@@ -57,7 +57,8 @@ def quantize(client: ollama.Client, name: str, level: str) -> list[str]:
         ("F16", "F16", False),
     ],
 )
-def test_quantize_each_name(client: ollama.Client, baseline: str, level: str, reported: str, generate: bool) -> None:
+def test_quantize_each_name(server: ServerProcess, client: ollama.Client, baseline: str, level: str, reported: str,
+                            generate: bool) -> None:
     name = f"smol-{level.lower()}"
     lines = quantize(client, name, level)
     assert f"quantizing F32 model to {reported}" in lines
@@ -70,6 +71,8 @@ def test_quantize_each_name(client: ollama.Client, baseline: str, level: str, re
         text = client.generate(model=name, prompt=PROMPT, options=GREEDY).response
         assert len(text.split()) >= 8, text
         assert any(word in text.lower() for word in ("sky", "blue", "light", "scatter", "atmosphere")), text
+        # a quantized model's 16-bit output head is quantized to 8 bits on the CPU; a bfloat16 model has none
+        assert (f"output head of {name}:latest quantized to 8 bits" in server.log()) == (level != "bf16"), level
 
 
 def test_cli_create_quantize(server: ServerProcess, client: ollama.Client, tmp_path: Path, baseline: str) -> None:
@@ -150,3 +153,4 @@ def test_dtype_setting_reaches_a_quantized_model(server: ServerProcess, client: 
     assert any(word in text.lower() for word in ("sky", "blue", "light", "scatter", "atmosphere")), text
     [loaded] = [line for line in log.splitlines() if f"msg=loaded {name}" in line]
     assert "on cpu (float32)" in loaded, loaded
+    assert f"output head of {name}" not in log  # a float32 head is left as it is

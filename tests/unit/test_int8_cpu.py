@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 from ollama_torch.engine.quantized import (
     FUSED_ROWS,
     Int8WeightLinear,
     prepare_for_cpu,
+    quantize_head_for_cpu,
     quiet_bitsandbytes,
     resident_bytes,
 )
@@ -106,3 +108,61 @@ def test_a_compiled_step_of_a_few_rows_multiplies_in_its_own_loop(rows: int) -> 
         got = torch.compile(layer, fullgraph=True)(x)
     assert got.shape == expected.shape == (rows, 1, 96) and got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=0.02, atol=0.02 * float(expected.abs().max()))
+
+
+def test_a_float_layer_quantized_per_row_only_rounds_each_weight() -> None:
+    """``from_float``: one bfloat16 scale per row, rounded up before the row is divided by it, so no weight is
+    clipped and each comes back within half a step (a row's scale rounded to bfloat16 after the division
+    would scale the whole row by up to 0.4%)."""
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 96).to(torch.bfloat16)
+    with torch.no_grad():
+        linear.weight[3] *= 1000  # rows of very different ranges
+        linear.weight[5] = 0  # and an empty one
+    layer = Int8WeightLinear.from_float(linear, fused_rows=0)
+    w, scales = linear.weight.float(), layer.scales.float()
+    assert layer.weight.dtype == torch.int8 and layer.scales.dtype == torch.bfloat16 and layer.fused_rows == 0
+    assert bool((scales * 127 >= w.abs().amax(1)).all())
+    assert bool(((layer.weight.float() * scales[:, None] - w).abs() <= scales[:, None] * 0.501).all())
+    assert bool((layer.weight.abs().amax(1)[torch.arange(96) != 5] >= 126).all())  # each row uses the range
+    x = torch.randn(4, 64, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        expected = linear(x).float()
+        torch.testing.assert_close(layer(x).float(), expected, rtol=0.02, atol=0.02 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_quantized_models_output_head_goes_8bit_on_cpu(tied: bool) -> None:
+    """The 16-bit output head of a quantized model becomes an 8-bit layer that always takes the int8 kernel
+    (at the head's width it beats both the bfloat16 matmul and the fused loop); tied input embeddings keep
+    their 16-bit table."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
+    model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    old = model.lm_head.weight
+    ids = torch.randint(0, 512, (2, 12))
+    with torch.inference_mode():
+        before = model(ids).logits.float()
+        assert quantize_head_for_cpu(model)
+        after = model(ids).logits.float()
+    head = model.get_output_embeddings()
+    assert isinstance(head, Int8WeightLinear) and head is model.lm_head and head.fused_rows == 0
+    embeddings = model.get_input_embeddings().weight
+    assert embeddings.dtype == torch.bfloat16 and (embeddings is old) == tied
+    torch.testing.assert_close(after, before, rtol=0, atol=0.03 * float(before.abs().max()))
+    assert float((after.argmax(-1) == before.argmax(-1)).float().mean()) >= 0.9
+    assert "aten._weight_int8pack_mm" in " ".join(_ops(head, torch.randn(1, 1, 64, dtype=torch.bfloat16)))
+    assert not quantize_head_for_cpu(model)  # once
+
+
+def test_a_float32_head_stays() -> None:
+    """``OLLAMA_TORCH_DTYPE=float32`` casts a quantized model's unquantized layers to float32: its head stays."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+    model = LlamaForCausalLM(config).eval()
+    assert not quantize_head_for_cpu(model) and type(model.lm_head) is nn.Linear

@@ -6,8 +6,10 @@ step attends over a window of the cache's buffers (``[B, kv_heads, window, head_
 window a power of two past the written column) and hides the columns that are not a row's with the
 additive mask, writes the step's keys and values with ``index_copy_`` at the one column every row writes
 (the cache is right-aligned: see ``cache.py``), and takes the column and the positions as tensors, so
-nothing in the graph depends on the step. The window is a dynamic dimension: one graph serves every width.
-The batch size is static: each bucket (a row count the step is compiled for) is its own graph, and a batch
+nothing in the graph depends on the step. It takes rows ``[0, B)`` of the whole buffers and narrows them to
+the window (the mask's width) itself: the buffers' capacity and the window are dynamic dimensions, one graph
+serves every width, and the window's strides are always the buffers' (the step is traced on buffers wider
+than its window, as a long request leaves them). The batch size is static: each bucket (a row count the step is compiled for) is its own graph, and a batch
 between buckets runs eager.
 
 Where the compile pays (measured on SmolLM2, 2-core Xeon): on a CPU, batches of 1, 2 and 4 rows (inductor
@@ -121,9 +123,9 @@ class _ColumnLayer(CacheLayerMixin):
     is_sliding = False
     is_compileable = True
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, column: torch.Tensor) -> None:
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, column: torch.Tensor, width: int) -> None:
         super().__init__()
-        self.buffers, self.column = (keys, values), column
+        self.buffers, self.column, self.width = (keys, values), column, width
         self.is_initialized = True
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -131,12 +133,14 @@ class _ColumnLayer(CacheLayerMixin):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.buffers
+        # written in the whole buffers (in place: written through a narrowed view, the window would be copied
+        # out and back), read in the window
         keys.index_copy_(2, self.column, key_states)
         values.index_copy_(2, self.column, value_states)
-        return keys, values
+        return keys.narrow(2, 0, self.width), values.narrow(2, 0, self.width)
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.buffers[0].shape[2], 0
+        return self.width, 0
 
     def get_seq_length(self) -> int:
         return 0
@@ -146,10 +150,10 @@ class _ColumnLayer(CacheLayerMixin):
 
 
 class _ColumnCache(Cache):
-    """The step's view of the batch cache: whole buffers, one column written."""
+    """The step's view of the batch cache: whole buffers, one column written, ``width`` columns read."""
 
-    def __init__(self, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor], column: torch.Tensor) -> None:
-        super().__init__(layers=[_ColumnLayer(k, v, column) for k, v in zip(keys, values, strict=True)])
+    def __init__(self, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor], column: torch.Tensor, width: int) -> None:
+        super().__init__(layers=[_ColumnLayer(k, v, column, width) for k, v in zip(keys, values, strict=True)])
 
 
 def buckets_for(device: torch.device, max_rows: int) -> tuple[int, ...]:
@@ -165,10 +169,11 @@ def buckets_for(device: torch.device, max_rows: int) -> tuple[int, ...]:
 
 def _forward(model: Any, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, column: torch.Tensor,
              keys: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
-    """The step that is compiled: the model's one-token forward over the cache's window; logits [rows, V]."""
+    """The step that is compiled: the model's one-token forward over the cache's window (the mask's width) of
+    each layer's buffers (whole, the capacity a dynamic dimension); logits [rows, V]."""
     out = model(
         input_ids=ids, position_ids=positions, attention_mask=mask,
-        past_key_values=_ColumnCache(keys, values, column), cache_position=column, use_cache=True,
+        past_key_values=_ColumnCache(keys, values, column, mask.shape[-1]), cache_position=column, use_cache=True,
     )
     logits: torch.Tensor = out.logits[:, -1, :]
     return logits
@@ -236,20 +241,22 @@ class CompiledDecode:
         self._steps: dict[int, Callable[..., torch.Tensor]] = {}  # rows -> the step that runs them
         self.origins: dict[int, str] = {}  # rows -> how its step was made: "loaded", "compiled" or "in memory"
         self.threads = threads if threads is not None else torch.get_num_threads()
-        self._marked: dict[tuple[int, int, int], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        self._marked: dict[tuple[int, int], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
 
     def handles(self, rows: int) -> bool:
         return rows in self.buckets
 
-    def _views(self, cache: BatchKVCache, rows: int, width: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Rows ``[0, rows)`` and columns ``[0, width)`` of every layer's buffers, made once per buffer set and
-        width, the width marked dynamic."""
-        key = (rows, width, id(cache.keys[0]))
+    def _views(self, cache: BatchKVCache, rows: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Rows ``[0, rows)`` of every layer's buffers, made once per buffer set, the capacity marked dynamic.
+        The step narrows them to its window itself: views as wide as the window would have the buffers'
+        strides, which a step traced where the two were equal (a fresh cache) takes for the window's and
+        rejects once a long request has left the buffers wider than the window."""
+        key = (rows, id(cache.keys[0]))
         views = self._marked.get(key)
         if views is None:
             self._marked = {k: v for k, v in self._marked.items() if k[0] != rows}  # not kept alive
-            keys = [t[:rows, :, :width] for t in cache.keys]
-            values = [t[:rows, :, :width] for t in cache.values]
+            keys = [t[:rows] for t in cache.keys]
+            values = [t[:rows] for t in cache.values]
             for t in (*keys, *values):
                 torch._dynamo.mark_dynamic(t, 2)
                 if t.is_cuda:  # CUDA graphs may then write them in place instead of copying them in and out
@@ -276,7 +283,7 @@ class CompiledDecode:
         """The step's arguments for rows ``[0, cache.rows)``; the cache's step has begun (``end_step`` ends it)."""
         positions, column, mask = cache.begin_static_decode()
         torch._dynamo.mark_dynamic(mask, 3)
-        keys, values = self._views(cache, cache.rows, mask.shape[-1])
+        keys, values = self._views(cache, cache.rows)
         return (self.model, ids, positions, mask, column, keys, values)
 
     def _step_for(self, rows: int, inputs: tuple[Any, ...]) -> Callable[..., torch.Tensor]:
@@ -455,6 +462,10 @@ class CompiledDecode:
         reading ``ids``; its logits. (After a prompt of one token, or of one token repeated, a low-precision
         model's activations are so large that two roundings of them give logits 10-30% apart.)"""
         rows, prompt = ids.shape[0], 8
+        # buffers wider than the window, as a long request leaves them: a step traced here then reads its window
+        # with strides of their own (traced where they were equal, it would take them for the window's)
+        while cache.static_window() >= cache.capacity:
+            cache.make_room(cache.capacity)
         vocab = int(self.model.get_input_embeddings().weight.shape[0])
         tokens = (torch.arange(1, prompt + 1, device=self.device) * 7919) % vocab
         first = cache.reserve_rows([prompt] * rows)

@@ -29,10 +29,10 @@ from ollama_torch.engine.quantized import Int8WeightLinear
 pytestmark = pytest.mark.slow
 
 
-def _cache(model: Any, dtype: torch.dtype = torch.float32) -> BatchKVCache:
+def _cache(model: Any, dtype: torch.dtype = torch.float32, capacity: int = 128) -> BatchKVCache:
     c = model.config
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    return BatchKVCache(c.num_hidden_layers, 4, c.num_key_value_heads, head_dim, dtype, torch.device("cpu"), capacity=128)
+    return BatchKVCache(c.num_hidden_layers, 4, c.num_key_value_heads, head_dim, dtype, torch.device("cpu"), capacity=capacity)
 
 
 def _prefill(model: Any, cache: BatchKVCache, prompts: list[list[int]]) -> torch.Tensor:
@@ -164,6 +164,29 @@ def test_a_saved_step_is_loaded_by_the_next_load(model: Any, tmp_path: Path) -> 
     second = _warmed(other, tmp_path)
     assert second.origins == {1: "loaded"} and second.path(1) == path
     _steps_match(second, other, [3, 1, 4, 1, 5, 9, 2, 6], 300)
+
+
+def test_a_saved_step_reads_a_window_narrower_than_the_buffers(model: Any, tmp_path: Path) -> None:
+    """The buffers' capacity never shrinks, the window does (``static_window``): after a long request, rows
+    read a window narrower than the buffers. The saved step, loaded as a restart loads it, decodes there as
+    the eager step does, and as the window widens, and where the two are equal again (a fresh cache). Before,
+    a step traced where they were equal failed there ("expected size 3==3, stride 32768==16384": it took
+    the buffers' strides for the window's), and the server decoded eager from then on."""
+    _warmed(model, tmp_path)
+    loaded = _warmed(model, tmp_path)
+    assert loaded.origins == {1: "loaded"}
+    with torch.inference_mode():
+        for capacity in (512, 1024, 128):
+            eager_cache, compiled_cache = _cache(model, capacity=capacity), _cache(model, capacity=capacity)
+            ids = _prefill(model, eager_cache, [[3, 1, 4, 1, 5]])
+            _prefill(model, compiled_cache, [[3, 1, 4, 1, 5]])
+            assert (compiled_cache.static_window() < compiled_cache.capacity) == (capacity > 256)
+            for _ in range(300):  # the window goes from 256 to 512 columns
+                expected = _eager_step(model, eager_cache, ids)
+                got = loaded.step(compiled_cache, ids)
+                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+                ids = expected.argmax(-1, keepdim=True)
+            assert compiled_cache.static_window() == 512 and compiled_cache.capacity == max(capacity, 512)
 
 
 def test_a_child_process_compiles_and_saves_the_missing_steps(model: Any, tmp_path: Path) -> None:

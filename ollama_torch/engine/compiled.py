@@ -9,8 +9,8 @@ additive mask, writes the step's keys and values with ``index_copy_`` at the one
 nothing in the graph depends on the step. It takes rows ``[0, B)`` of the whole buffers and narrows them to
 the window (the mask's width) itself: the buffers' capacity and the window are dynamic dimensions, one graph
 serves every width, and the window's strides are always the buffers' (the step is traced on buffers wider
-than its window, as a long request leaves them). The batch size is static: each bucket (a row count the step is compiled for) is its own graph, and a batch
-between buckets runs eager.
+than its window, as a long request leaves them). The batch size is static: each bucket (a row count the
+step is compiled for) is its own graph, and a batch between buckets runs eager.
 
 Where the compile pays (measured on SmolLM2, 2-core Xeon): on a CPU, batches of 1, 2 and 4 rows (inductor
 turns a step's ~1,200 small ops into fused C++ loops; q8_0 at 2 rows 99-107 tok/s compiled vs 74-78 eager,

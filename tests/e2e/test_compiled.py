@@ -2,7 +2,8 @@
 its time in ``load_duration``), the step is saved in ``<models>/compiled/<versions>`` with inductor's kernels
 (what other versions left there is removed) and a reload after an unload loads it, and every answer is Transformers' own greedy output: one stream decoding through the compiled step,
 and two streams together (a batch of two, compiled as its own bucket, then the longer one goes on alone,
-in the bucket of one, over the same cache)."""
+in the bucket of one, over the same cache), and the reloaded step after a long answer, on buffers wider than
+the next answer's window."""
 
 from __future__ import annotations
 
@@ -46,8 +47,10 @@ def test_compiled_decode_gives_transformers_greedy_tokens(compiled_server: Serve
         assert done.context is not None
         return list(done.context[len(tok(prompt)["input_ids"]):]), done
 
-    tokens, first = run("Why is the sea blue?", 300)  # past the cache's first capacity: its buffers grow
-    assert tokens == reference("Why is the sea blue?", 300)
+    # past the cache's first capacity: its buffers grow (this prompt's answer does not end sooner; the next
+    # requests' windows are then narrower than the buffers)
+    tokens, first = run("The lighthouse keeper", 300)
+    assert len(tokens) == 300 and tokens == reference("The lighthouse keeper", 300)
     import torch
     import transformers
 
@@ -62,8 +65,12 @@ def test_compiled_decode_gives_transformers_greedy_tokens(compiled_server: Serve
     assert results == [reference("Once upon a time", 40), reference("The lighthouse keeper", 200)]
 
     client.generate(model="tiny", prompt="", keep_alive=0)  # unload; the next request loads it again
-    tokens, _ = run("Why is the sea blue?", 60)
-    assert tokens == reference("Why is the sea blue?", 60)
+    tokens, _ = run("The lighthouse keeper", 300)
+    assert len(tokens) == 300 and tokens == reference("The lighthouse keeper", 300)
+    # the loaded step on buffers the long answer left wider than the next one's window (it failed there, and
+    # the model decoded eager from then on)
+    tokens, _ = run("Once upon a time", 40)
+    assert tokens == reference("Once upon a time", 40)
     log = compiled_server.log()
     assert log.count("decode step compiled in") == 2, log
     # the first load compiled the step ahead of time and saved it; the reload loaded it from its file

@@ -119,8 +119,10 @@ class Int8WeightLinear(nn.Module):
         value (the kernel takes bfloat16 scales) before the rows are divided by it, so the only error is each
         weight's rounding to an integer: no row as a whole comes out scaled."""
         weight = linear.weight.detach().float()
-        scales = (weight.abs().amax(dim=1).clamp(min=1e-12) / 127).to(torch.bfloat16)
-        scales = torch.where(scales.float() * 127 < weight.abs().amax(dim=1), torch.nextafter(scales, scales.new_tensor(float("inf"))), scales)
+        absmax = weight.abs().amax(dim=1)
+        scales = (absmax.clamp(min=1e-12) / 127).to(torch.bfloat16)
+        rounded_down = scales.float() * 127 < absmax
+        scales = torch.where(rounded_down, torch.nextafter(scales, scales.new_tensor(float("inf"))), scales)
         int8 = torch.round(weight / scales.float()[:, None]).clamp(-127, 127).to(torch.int8)
         return cls(int8, scales.float() * 127, linear.bias, fused_rows=fused_rows)
 

@@ -89,9 +89,10 @@ def test_compiled_step_matches_eager(model: Any, prompts: list[list[int]]) -> No
                                        k_eager[: len(prompts), :, lo : eager_cache.length], rtol=1e-4, atol=1e-4)
 
 
-def _steps_match(compiled: CompiledDecode, m: Any, prompt: list[int], steps: int) -> None:
+def _steps_match(compiled: CompiledDecode, m: Any, prompt: list[int], steps: int, capacity: int = 128) -> BatchKVCache:
+    """``steps`` compiled steps against the eager ones on caches of ``capacity``; the compiled step's cache."""
     with torch.inference_mode():
-        eager_cache, compiled_cache = _cache(m), _cache(m)
+        eager_cache, compiled_cache = _cache(m, capacity=capacity), _cache(m, capacity=capacity)
         ids = _prefill(m, eager_cache, [prompt])
         _prefill(m, compiled_cache, [prompt])
         for _ in range(steps):
@@ -100,6 +101,7 @@ def _steps_match(compiled: CompiledDecode, m: Any, prompt: list[int], steps: int
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
             ids = expected.argmax(-1, keepdim=True)
             assert torch.equal(got.argmax(-1, keepdim=True), ids)
+    return compiled_cache
 
 
 def _other_weights(model: Any) -> Any:
@@ -175,18 +177,12 @@ def test_a_saved_step_reads_a_window_narrower_than_the_buffers(model: Any, tmp_p
     _warmed(model, tmp_path)
     loaded = _warmed(model, tmp_path)
     assert loaded.origins == {1: "loaded"}
-    with torch.inference_mode():
-        for capacity in (512, 1024, 128):
-            eager_cache, compiled_cache = _cache(model, capacity=capacity), _cache(model, capacity=capacity)
-            ids = _prefill(model, eager_cache, [[3, 1, 4, 1, 5]])
-            _prefill(model, compiled_cache, [[3, 1, 4, 1, 5]])
-            assert (compiled_cache.static_window() < compiled_cache.capacity) == (capacity > 256)
-            for _ in range(300):  # the window goes from 256 to 512 columns
-                expected = _eager_step(model, eager_cache, ids)
-                got = loaded.step(compiled_cache, ids)
-                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-                ids = expected.argmax(-1, keepdim=True)
-            assert compiled_cache.static_window() == 512 and compiled_cache.capacity == max(capacity, 512)
+    for capacity in (512, 1024, 128):
+        fresh = _cache(model, capacity=capacity)
+        fresh.reserve_rows([5])
+        assert (fresh.static_window() < fresh.capacity) == (capacity > 256)
+        compiled_cache = _steps_match(loaded, model, [3, 1, 4, 1, 5], 300, capacity)  # the window: 256, then 512
+        assert compiled_cache.static_window() == 512 and compiled_cache.capacity == max(capacity, 512)
 
 
 def test_a_child_process_compiles_and_saves_the_missing_steps(model: Any, tmp_path: Path) -> None:

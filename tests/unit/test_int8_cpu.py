@@ -131,17 +131,21 @@ def test_a_float_layer_quantized_per_row_only_rounds_each_weight() -> None:
         torch.testing.assert_close(layer(x).float(), expected, rtol=0.02, atol=0.02 * float(expected.abs().max()))
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_a_quantized_models_output_head_goes_8bit_on_cpu(tied: bool) -> None:
-    """The 16-bit output head of a quantized model becomes an 8-bit layer that always takes the int8 kernel
-    (at the head's width it beats both the bfloat16 matmul and the fused loop); tied input embeddings keep
-    their 16-bit table."""
+def _random_llama(dtype: torch.dtype, tied: bool = True) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
-    model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    return LlamaForCausalLM(config).to(dtype).eval()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_quantized_models_output_head_goes_8bit_on_cpu(tied: bool) -> None:
+    """The 16-bit output head of a quantized model becomes an 8-bit layer that always takes the int8 kernel
+    (at the head's width it beats both the bfloat16 matmul and the fused loop); tied input embeddings keep
+    their 16-bit table."""
+    model = _random_llama(torch.bfloat16, tied)
     old = model.lm_head.weight
     ids = torch.randint(0, 512, (2, 12))
     with torch.inference_mode():
@@ -160,9 +164,5 @@ def test_a_quantized_models_output_head_goes_8bit_on_cpu(tied: bool) -> None:
 
 def test_a_float32_head_stays() -> None:
     """``OLLAMA_TORCH_DTYPE=float32`` casts a quantized model's unquantized layers to float32: its head stays."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1)
-    model = LlamaForCausalLM(config).eval()
+    model = _random_llama(torch.float32)
     assert not quantize_head_for_cpu(model) and type(model.lm_head) is nn.Linear

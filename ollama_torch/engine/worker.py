@@ -84,7 +84,7 @@ class ModelWorker:
         missing ones first, then switches to them."""
         self.loaded = loaded
         self.max_rows = max_rows if loaded.batchable else 1
-        if loaded.device.type == "cpu" and self.max_rows > 1:
+        if loaded.device.type == "cpu":  # float32 layers: packed copies for batched steps, one-row compiled steps
             from .packed import pack_linears
 
             loaded.size_bytes += pack_linears(loaded.model, self.max_rows)

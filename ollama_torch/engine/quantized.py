@@ -12,10 +12,10 @@ On CPU, bitsandbytes' 8-bit layers (``Q8_0``/``INT8``) are run by PyTorch's weig
 absmax each, which is exactly what that kernel multiplies by, so nothing is re-quantized. It skips
 LLM.int8's int8 activations, so it is also closer to the unquantized model, and reads a quarter of the
 float32 bytes per token (measured on SmolLM2: see BENCHMARKS.md). Inside a compiled CPU decode step of up to
-``FUSED_ROWS`` rows (``compiled.py``) the layer is written out as products and a sum instead, which inductor
-fuses into one loop per layer that converts the int8 weights as it reads them: at 1-4 rows, twice the
-kernel's speed. The 16-bit output head of a quantized model is quantized to 8 bits on the CPU too
-(``quantize_head_for_cpu``), as llama.cpp does: in a small model it is the largest matrix left.
+``default_fused_rows()`` rows (``compiled.py``) the layer is written out as products and a sum instead, which inductor
+fuses into one loop per layer that converts the int8 weights as it reads them (``Int8WeightLinear``). The 16-bit
+output head of a quantized model is quantized to 8 bits on the CPU too (``quantize_head_for_cpu``), as llama.cpp
+does: in a small model it is the largest matrix left.
 """
 
 from __future__ import annotations
@@ -29,6 +29,16 @@ from torch import nn
 from ..store import StoredModel
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def bfloat16_is_native() -> bool:
+    """Whether this CPU computes in bfloat16 (AVX-512 BF16 or AMX). Where it does not, a quantized model's
+    unquantized layers and activations compute in float32 (the loader), for every bfloat16 op there is a
+    conversion on each side: SmolLM2 ``q8_0`` compiled decoded 23.4 tok/s in bfloat16 and 33.7 in float32 on an
+    AMD EPYC with AVX2 (the int8 layers take bfloat16 inputs either way; the embeddings take twice the memory)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
 
 
 def stored_dtype(stored: StoredModel) -> torch.dtype | None:
@@ -79,42 +89,78 @@ def resident_bytes(model: Any) -> int:
     return total
 
 
-# Rows up to which a compiled CPU step multiplies int8 weights in inductor's own loop rather than the kernel's
-# (SmolLM2's 210 int8 layers alone, 2-core Xeon: 5-9 ms vs 13-20 ms at 1 row, 12 vs 23 ms at 4, 24 vs 27 at 8).
-FUSED_ROWS = 4
+def default_fused_rows() -> int:
+    """Rows up to which a compiled CPU step multiplies int8 weights in inductor's own loop rather than the kernel's.
+    SmolLM2's 210 int8 layers alone, 2 threads: on a Xeon with AVX-512, 5-9 ms against the kernel's 13-20 at 1 row,
+    12 against 23 at 4, 24 against 27 at 8; on an AMD EPYC with AVX2 only (no AVX-512), 7.2-9.2 ms against 14.6-15.7
+    at 1 row, the same at 2 (13.4 against 12.8) and slower at 4 (22.6 against 19.4)."""
+    return 4 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 1
+
+
+def interleave(t: torch.Tensor) -> torch.Tensor:
+    """``t`` [..., k] with its columns reordered so that column ``4i + j`` is column ``j * k/4 + i``: the order in
+    which ``Int8WeightLinear`` keeps its weights, so that each 32-bit word of a row holds the weights of columns
+    ``i``, ``i + k/4``, ``i + k/2`` and ``i + 3k/4``."""
+    k = t.shape[-1]
+    return t.reshape(*t.shape[:-1], 4, k // 4).transpose(-1, -2).reshape(t.shape)
 
 
 class Int8WeightLinear(nn.Module):
     """A bitsandbytes 8-bit Linear's weights (int8 [out, in], one absmax per row) multiplied by PyTorch's
-    weight-only int8 kernel, in bfloat16: ``y = x @ (int8 * absmax / 127).T + bias``."""
+    weight-only int8 kernel, in bfloat16: ``y = x @ (int8 * absmax / 127).T + bias``.
+
+    The weights are kept with their columns interleaved (``interleave``, where ``in`` is a multiple of 4): the
+    kernel multiplies them by the input interleaved the same way (a copy of the activations, not of the
+    weights), and a compiled step of up to ``fused_rows`` rows reads each row as 32-bit words, four weights
+    apiece, and multiplies byte ``j`` of word ``i`` by input column ``j * in/4 + i``: four contiguous slices of
+    the input. Inductor's vector code loads int8 or int32 vectors through a copy on AVX2 (its float loads are
+    direct), which made its loop over int8 weights 2-4x slower than the kernel there; the words are read as
+    floats and reinterpreted, so the loop reads the weights at the memory's speed on AVX2 as on AVX-512."""
 
     def __init__(self, int8: torch.Tensor, absmax: torch.Tensor, bias: torch.Tensor | None,
-                 fused_rows: int = FUSED_ROWS) -> None:
+                 fused_rows: int | None = None) -> None:
         super().__init__()
         self.out_features, self.in_features = int8.shape
-        self.fused_rows = fused_rows
+        self.interleaved = self.in_features % 4 == 0
+        self.fused_rows = (default_fused_rows() if fused_rows is None else fused_rows) if self.interleaved else 0
         # A copy in memory of its own: the kernel reads rows with aligned vector loads and crashes the process
         # on weights that start off a 16-byte boundary, as tensors mapped from a Safetensors file at an odd
         # offset do (PyTorch allocates on 64-byte boundaries).
-        self.weight = nn.Parameter(int8.clone(memory_format=torch.contiguous_format), requires_grad=False)
+        weight = interleave(int8) if self.interleaved else int8
+        self.weight = nn.Parameter(weight.clone(memory_format=torch.contiguous_format), requires_grad=False)
         self.scales = nn.Parameter((absmax.float() / 127).to(torch.bfloat16), requires_grad=False)
         self.bias = nn.Parameter(bias.detach().to(torch.bfloat16), requires_grad=False) if bias is not None else None
+
+    def int8_rows(self) -> torch.Tensor:
+        """The int8 weights [out, in] in the input's column order."""
+        if not self.interleaved:
+            return self.weight.data
+        k = self.in_features
+        return self.weight.data.reshape(-1, k // 4, 4).transpose(1, 2).reshape(-1, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
         if flat.shape[0] <= self.fused_rows and flat.device.type == "cpu" and torch.compiler.is_compiling():
-            # A compiled decode step's few rows: written out as products and a sum, which inductor turns into
-            # one vectorized loop that converts each int8 weight as it reads it, once (the same bfloat16 inputs
-            # and output as the kernel, float32 sums).
-            y = ((flat.float().unsqueeze(1) * self.weight.float()).sum(-1) * self.scales.float()).to(torch.bfloat16)
+            y = self._words(flat)
         else:
-            y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
+            y = torch.ops.aten._weight_int8pack_mm(interleave(flat) if self.interleaved else flat, self.weight, self.scales)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
+    def _words(self, flat: torch.Tensor) -> torch.Tensor:
+        """A compiled step's few rows as products and a sum, which inductor turns into one vectorized loop per layer
+        that reads each weight once (the same bfloat16 inputs and output as the kernel, float32 sums)."""
+        rows, k = flat.shape
+        words = self.weight.view(torch.float32).view(torch.int32)  # [out, k/4]
+        parts = flat.float().view(rows, 4, 1, k // 4)  # part j: input columns [j * k/4, (j + 1) * k/4)
+        acc = ((words << 24) >> 24).float() * parts[:, 0]  # byte j of each word, sign-extended
+        for j in range(1, 4):
+            acc = acc + ((words << (24 - 8 * j)) >> 24).float() * parts[:, j]
+        return (acc.sum(-1) * self.scales.float()).to(torch.bfloat16)
+
     @classmethod
-    def from_float(cls, linear: nn.Linear, fused_rows: int = FUSED_ROWS) -> Int8WeightLinear:
+    def from_float(cls, linear: nn.Linear, fused_rows: int | None = None) -> Int8WeightLinear:
         """``linear``'s weights quantized to int8, one scale per row. The scale is rounded up to a bfloat16
         value (the kernel takes bfloat16 scales) before the rows are divided by it, so the only error is each
         weight's rounding to an integer: no row as a whole comes out scaled."""
@@ -188,17 +234,19 @@ def prepare_for_cpu(model: Any) -> int:
     return swapped
 
 
-def quantize_head_for_cpu(model: Any) -> bool:
+def quantize_head_for_cpu(model: Any, float32: bool = False) -> bool:
     """Give a quantized model loaded on CPU an 8-bit output head (``Int8WeightLinear``, one scale per row, run by
     the int8 kernel at every row count), as llama.cpp quantizes the output of a quantized model too (Q8_0's
     in Q8_0, Q4_K_M's in Q6_K). The head is the largest matrix of a small model and the only one left in 16
-    bits: in SmolLM2, 28M weights beside the 107M of its layers. Tied input embeddings keep their own 16-bit
-    table (a lookup reads one row of it per token). Returns whether the head was swapped: only a plain Linear
-    in 16 bits (so ``OLLAMA_TORCH_DTYPE=float32`` keeps a float32 head) on the CPU."""
+    bits: in SmolLM2, 28M weights beside the 107M of its layers. Tied input embeddings keep their own table (a
+    lookup reads one row of it per token). Returns whether the head was swapped: only a plain Linear on the CPU
+    in 16 bits, or in float32 where ``float32`` says the loader widened it (``bfloat16_is_native``), so that
+    ``OLLAMA_TORCH_DTYPE=float32`` keeps a float32 head."""
     if not hasattr(torch.ops.aten, "_weight_int8pack_mm") or not hasattr(model, "get_output_embeddings"):
         return False
     head = model.get_output_embeddings()
-    if type(head) is not nn.Linear or head.weight.device.type != "cpu" or head.weight.dtype not in (torch.bfloat16, torch.float16):
+    dtypes = (torch.bfloat16, torch.float16, *((torch.float32,) if float32 else ()))
+    if type(head) is not nn.Linear or head.weight.device.type != "cpu" or head.weight.dtype not in dtypes:
         return False
     for parent in model.modules():
         for name, child in parent.named_children():

@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from ollama_torch.engine.quantized import (
-    FUSED_ROWS,
     Int8WeightLinear,
+    bfloat16_is_native,
+    default_fused_rows,
+    interleave,
     prepare_for_cpu,
     quantize_head_for_cpu,
     quiet_bitsandbytes,
@@ -46,7 +48,7 @@ def test_weights_memory_mapped_at_any_offset_are_realigned() -> None:
     assert int8.is_contiguous() and int8.data_ptr() % 16 != 0
     absmax = torch.rand(48) + 0.5
     layer = Int8WeightLinear(int8, absmax, None)
-    assert layer.weight.data_ptr() % 64 == 0 and torch.equal(layer.weight, int8)
+    assert layer.weight.data_ptr() % 64 == 0 and torch.equal(layer.int8_rows(), int8)
     x = torch.randn(5, 64)
     expected = x @ (int8.float() * absmax[:, None] / 127).T
     assert torch.allclose(layer(x), expected, atol=0.05 * expected.abs().max().item())
@@ -91,23 +93,46 @@ def _ops(fn: Any, *args: torch.Tensor) -> set[str]:
     return seen
 
 
+def test_the_weights_are_kept_interleaved_in_32_bit_words() -> None:
+    """Each 32-bit word of a row holds the weights of columns i, i + k/4, i + k/2, i + 3k/4 (byte j: column
+    j * k/4 + i), which the compiled loop multiplies by four contiguous slices of the input; ``int8_rows`` gives
+    the input's order back. A width that is not a multiple of 4 keeps its order and always takes the kernel."""
+    int8 = torch.randint(-127, 128, (6, 16), dtype=torch.int8)
+    layer = Int8WeightLinear(int8, torch.ones(6) * 127, None)
+    words = layer.weight.view(torch.int32)  # little-endian: byte j is bits 8j..8j+7
+    for j in range(4):
+        assert torch.equal(((words << (24 - 8 * j)) >> 24).to(torch.int8), int8[:, j * 4 : (j + 1) * 4])
+    assert torch.equal(layer.int8_rows(), int8) and torch.equal(interleave(torch.arange(8)), torch.tensor([0, 2, 4, 6, 1, 3, 5, 7]))
+    odd = Int8WeightLinear(torch.randint(-127, 128, (6, 18), dtype=torch.int8), torch.ones(6), None, fused_rows=4)
+    assert not odd.interleaved and odd.fused_rows == 0
+    assert "aten._weight_int8pack_mm" in " ".join(_ops(odd, torch.randn(1, 18)))
+
+
+def test_a_compiled_step_multiplies_few_rows_in_its_own_loop_on_avx512_one_row_elsewhere() -> None:
+    """The rows up to which the compiled loop beats the kernel (measured: see ``default_fused_rows``)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert default_fused_rows() == (4 if capability.startswith("AVX512") else 1), capability
+
+
 @pytest.mark.parametrize("rows", [1, 2, 4, 8])
 def test_a_compiled_step_of_a_few_rows_multiplies_in_its_own_loop(rows: int) -> None:
-    """Under ``torch.compile`` on a CPU, up to ``FUSED_ROWS`` rows are multiplied as products and a sum (which
-    inductor fuses into one loop over the int8 weight, about twice the kernel's speed at 1-4 rows); more rows,
-    and eager calls, take the kernel. Both give what the kernel gives, to bfloat16's rounding."""
+    """Under ``torch.compile`` on a CPU, up to ``fused_rows`` rows are multiplied as products and a sum over the
+    weights' 32-bit words (which inductor fuses into one loop over the weights); more rows, and eager calls,
+    take the kernel. Both give what the kernel gives, to bfloat16's rounding."""
     torch.manual_seed(0)
     w = torch.randn(96, 64)
     absmax = w.abs().amax(1)
-    layer = Int8WeightLinear(torch.round(w / absmax[:, None] * 127).to(torch.int8), absmax, torch.randn(96))
+    layer = Int8WeightLinear(torch.round(w / absmax[:, None] * 127).to(torch.int8), absmax, torch.randn(96), fused_rows=4)
     x = torch.randn(rows, 1, 64)
     ops = _ops(layer, x)
-    assert ("aten._weight_int8pack_mm" in " ".join(ops)) == (rows > FUSED_ROWS), ops
+    assert ("aten._weight_int8pack_mm" in " ".join(ops)) == (rows > 4), ops
     with torch.inference_mode():
         expected = layer(x)
         got = torch.compile(layer, fullgraph=True)(x)
+        reference = x @ (w / absmax[:, None] * 127).round().T * (absmax / 127) + layer.bias.float()
     assert got.shape == expected.shape == (rows, 1, 96) and got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=0.02, atol=0.02 * float(expected.abs().max()))
+    torch.testing.assert_close(expected, reference, rtol=0.02, atol=0.02 * float(reference.abs().max()))
 
 
 def test_a_float_layer_quantized_per_row_only_rounds_each_weight() -> None:
@@ -123,8 +148,8 @@ def test_a_float_layer_quantized_per_row_only_rounds_each_weight() -> None:
     w, scales = linear.weight.float(), layer.scales.float()
     assert layer.weight.dtype == torch.int8 and layer.scales.dtype == torch.bfloat16 and layer.fused_rows == 0
     assert bool((scales * 127 >= w.abs().amax(1)).all())
-    assert bool(((layer.weight.float() * scales[:, None] - w).abs() <= scales[:, None] * 0.501).all())
-    assert bool((layer.weight.abs().amax(1)[torch.arange(96) != 5] >= 126).all())  # each row uses the range
+    assert bool(((layer.int8_rows().float() * scales[:, None] - w).abs() <= scales[:, None] * 0.501).all())
+    assert bool((layer.int8_rows().abs().amax(1)[torch.arange(96) != 5] >= 126).all())  # each row uses the range
     x = torch.randn(4, 64, dtype=torch.bfloat16)
     with torch.inference_mode():
         expected = linear(x).float()
@@ -166,3 +191,22 @@ def test_a_float32_head_stays() -> None:
     """``OLLAMA_TORCH_DTYPE=float32`` casts a quantized model's unquantized layers to float32: its head stays."""
     model = _random_llama(torch.float32)
     assert not quantize_head_for_cpu(model) and type(model.lm_head) is nn.Linear
+
+
+def test_a_float32_head_the_loader_widened_goes_8bit() -> None:
+    """On a CPU without native bfloat16 the loader widens a quantized model's unquantized layers to float32: its
+    head (float32 by our doing, not by ``OLLAMA_TORCH_DTYPE``) is quantized all the same."""
+    model = _random_llama(torch.float32)
+    assert quantize_head_for_cpu(model, float32=True) and isinstance(model.lm_head, Int8WeightLinear)
+    assert model.get_input_embeddings().weight.dtype == torch.float32
+
+
+def test_native_bfloat16_is_avx512_bf16_or_amx() -> None:
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags")
+    assert bfloat16_is_native() == bool(flags & {"avx512_bf16", "amx_tile"}), sorted(flags & {"avx512_bf16", "amx_tile", "avx512f"})

@@ -25,6 +25,7 @@ from .cache import BatchKVCache
 from .grammar.compiler import GrammarCompiler
 from .lora import AdapterRegistry
 from .quantized import (
+    bfloat16_is_native,
     cast_unquantized,
     compute_dtype,
     prepare_for_cpu,
@@ -217,8 +218,11 @@ def load_model(stored: StoredModel, settings: Settings, store: ModelStore) -> Lo
     device = pick_device(settings)
     dtype = pick_dtype(settings, device)
     quantized_dtype = stored_dtype(stored)  # weights quantized at create time load in their stored dtype
+    widened = False  # their unquantized layers cast to float32 (see ``bfloat16_is_native``)
     if quantized_dtype is not None and not settings.dtype:
         dtype = quantized_dtype
+        if device.type == "cpu" and dtype == torch.bfloat16 and not bfloat16_is_native():
+            dtype, widened = torch.float32, True
     directory, cleanup = model_directory(stored, store)
     try:
         kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
@@ -248,9 +252,9 @@ def load_model(stored: StoredModel, settings: Settings, store: ModelStore) -> Lo
         model.eval()
         if device.type == "cpu" and quantized_dtype is not None and prepare_for_cpu(model):
             log.info("8-bit layers of %s run by PyTorch's weight-only int8 kernel", stored.name.display_shortest)
-        if quantized_dtype is not None and settings.dtype:  # OLLAMA_TORCH_DTYPE: the unquantized layers' dtype
+        if quantized_dtype is not None and (settings.dtype or widened):  # the unquantized layers' dtype
             cast_unquantized(model, dtype)
-        if device.type == "cpu" and quantized_dtype is not None and quantize_head_for_cpu(model):
+        if device.type == "cpu" and quantized_dtype is not None and quantize_head_for_cpu(model, float32=widened):
             log.info("output head of %s quantized to 8 bits for the int8 kernel", stored.name.display_shortest)
         dtype = compute_dtype(model, dtype)
         tokenizer = processor.tokenizer if processor is not None else transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)

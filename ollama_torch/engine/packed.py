@@ -1,4 +1,5 @@
-"""Float32 Linear layers on CPU: MKL pre-packed weights for batched decode, and one-row compiled steps.
+"""Float32 Linear layers on CPU: pre-packed weights for batched decode (MKL's on Intel, oneDNN's elsewhere:
+``packing_backend``), and one-row compiled steps.
 
 A batched decode step multiplies a few rows (the batch) by every weight matrix. For small row counts MKL's
 sgemm repacks the whole weight matrix on every call, so a step of 8 rows cost about twice one of 1 row
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -34,36 +36,70 @@ def mkl_packing_available() -> bool:
     return hasattr(torch.ops, "mkl") and hasattr(torch.ops.mkl, "_mkl_linear") and torch.backends.mkl.is_available()
 
 
+def onednn_packing_available() -> bool:
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def _intel_cpu() -> bool:
+    try:
+        return "GenuineIntel" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # not Linux: what this module did before it knew the vendor
+
+
+def packing_backend() -> str:
+    """Whose packed sgemm the batched steps take: MKL's on an Intel CPU (measured on a Xeon: see the module's
+    docstring), oneDNN's elsewhere. MKL is Intel's library, and on an AMD EPYC (AVX2) its sgemm of a few rows
+    was the slowest there was: SmolLM2's 210 layers at 8 rows took 90 ms with MKL's packed weights, 51 with plain
+    sgemm and 38 with oneDNN's packed weights (4 rows: 57, 54 and 28 ms; 1 row: 34, 37 and 28 ms). "" without
+    either."""
+    if mkl_packing_available() and (_intel_cpu() or not onednn_packing_available()):
+        return "mkl"
+    return "onednn" if onednn_packing_available() else ""
+
+
 class PackedLinear(nn.Module):
-    def __init__(self, linear: nn.Linear, rows: int, pack: bool = True) -> None:
+    def __init__(self, linear: nn.Linear, rows: int, backend: str = "") -> None:
+        """``backend``: "mkl" or "onednn" (``packing_backend``) keeps a copy of the weights packed for ``rows``
+        rows; "" none."""
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = linear.weight  # shared with the model (tied embeddings stay tied)
         self.bias = linear.bias
-        self.rows = rows if pack else 0
-        packed = torch.ops.mkl._mkl_reorder_linear_weight(linear.weight.detach(), rows) if pack else None
+        self.backend = backend
+        self.rows = rows if backend else 0
+        weight = linear.weight.detach()
+        packed = (torch.ops.mkl._mkl_reorder_linear_weight(weight, rows) if backend == "mkl"
+                  else torch.ops.mkldnn._reorder_linear_weight(weight, rows) if backend == "onednn" else None)
         self.register_buffer("packed", packed, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])  # [n, in]
         n = flat.shape[0]
-        if n == 1 and flat.device.type == "cpu" and torch.compiler.is_compiling():
-            out = (flat.unsqueeze(1) * self.weight).sum(-1)  # one compiled row: inductor's loop (see the docstring)
+        if flat.device.type == "cpu" and torch.compiler.is_compiling():
+            # A compiled step (of at most half the batch) never reads the packed copy: its layout cannot be traced
+            # ahead of time, and the step could not be saved.
+            if n > 1:
+                return F.linear(x, self.weight, self.bias)
+            out = (flat.unsqueeze(1) * self.weight).sum(-1)  # one row: inductor's loop (see the module's docstring)
             if self.bias is not None:
                 out = out + self.bias
             return out.reshape(*x.shape[:-1], self.out_features)
-        if n <= self.rows // 2 or n > self.rows:
-            # No packed copy (``rows`` 0), or few rows: plain sgemm is as fast as the padded packed call (measured:
+        if self.backend == "onednn" and n <= self.rows:
+            out = torch.ops.mkldnn._linear_pointwise(flat, self.packed, self.bias, "none", [], "")
+            return out.reshape(*x.shape[:-1], self.out_features)
+        if self.backend != "mkl" or n <= self.rows // 2 or n > self.rows:
+            # No packed copy, or few rows: plain sgemm is as fast as MKL's padded packed call (measured on a Xeon:
             # 2 rows 32 vs 46 ms a step, 4 rows 49 vs 49); many rows (prefill): large-M sgemm is efficient already.
-            # (The copy itself is not looked at here: a compiled step that read it could not be saved.)
             return F.linear(x, self.weight, self.bias)
-        if n < self.rows:  # the packed layout is for exactly ``rows`` rows: pad, then drop the padding
+        if n < self.rows:  # MKL's packed layout is for exactly ``rows`` rows: pad, then drop the padding
             flat = torch.cat([flat, flat.new_zeros(self.rows - n, flat.shape[1])])
         out = torch.ops.mkl._mkl_linear(flat, self.packed, self.weight, self.bias, self.rows)[:n]
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, packed_rows={self.rows}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed_rows={self.rows} ({self.backend or 'none'})"
 
 
 def _physical_memory() -> int:
@@ -85,13 +121,13 @@ def pack_linears(model: nn.Module, rows: int, memory_fraction: float = 0.25) -> 
     ]
     extra = sum(child.weight.numel() * 4 for _, _, child in targets)
     memory = _physical_memory()
-    pack = rows >= 2 and mkl_packing_available()
-    if targets and pack and memory and extra > memory_fraction * memory:
+    backend = packing_backend() if rows >= 2 else ""
+    if targets and backend and memory and extra > memory_fraction * memory:
         log.info("not packing weights for batched decode: %.0f MiB of copies", extra / 2**20)
-        pack = False
+        backend = ""
     for parent, name, child in targets:
-        setattr(parent, name, PackedLinear(child, rows, pack))
-    if not (targets and pack):
+        setattr(parent, name, PackedLinear(child, rows, backend))
+    if not (targets and backend):
         return 0
-    log.info("packed %d linear layers for %d-row decode steps (%.0f MiB)", len(targets), rows, extra / 2**20)
+    log.info("packed %d linear layers for %d-row decode steps (%s, %.0f MiB)", len(targets), rows, backend, extra / 2**20)
     return extra

@@ -142,7 +142,8 @@ def test_interrupted_quantization_leaves_no_manifest(server: ServerProcess, clie
 def test_dtype_setting_reaches_a_quantized_model(server: ServerProcess, client: ollama.Client, source: str,
                                                  tmp_path: Path, level: str) -> None:
     """``OLLAMA_TORCH_DTYPE=float32`` on a model quantized at create time: its unquantized layers compute in
-    float32 as asked (they load in their stored bfloat16 otherwise), and the KV cache matches them. Before,
+    float32 as asked (otherwise they load in their stored bfloat16 on a CPU with native bfloat16, in float32
+    elsewhere), and the KV cache matches them. Before,
     the 8-bit model failed every request ("Expected query, key, and value to have the same dtype")."""
     name = f"smol-dtype-{level.lower()}"
     quantize(client, name, level)

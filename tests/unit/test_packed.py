@@ -3,6 +3,7 @@ multiplied in inductor's own loop."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ollama_torch.engine.packed import PackedLinear, mkl_packing_available, pack_linears
+from ollama_torch.engine.packed import (
+    PackedLinear,
+    mkl_packing_available,
+    onednn_packing_available,
+    pack_linears,
+    packing_backend,
+)
 
 
 def _model() -> nn.Module:
@@ -31,6 +38,9 @@ def _ops(fn: Any, *args: torch.Tensor) -> str:
     return " ".join(seen)
 
 
+BACKENDS = ["", *(["mkl"] if mkl_packing_available() else []), *(["onednn"] if onednn_packing_available() else [])]
+
+
 @pytest.mark.parametrize("rows", [1, 8])
 def test_every_float32_linear_is_wrapped_and_packed_only_for_batches(rows: int) -> None:
     model = _model()
@@ -38,13 +48,33 @@ def test_every_float32_linear_is_wrapped_and_packed_only_for_batches(rows: int) 
     extra = pack_linears(model, rows)
     layers = [m for m in model.modules() if isinstance(m, PackedLinear)]
     assert len(layers) == 2 and layers[0].weight is model[0].weight
-    packs = rows > 1 and mkl_packing_available()
-    assert extra == (4 * (64 * 96 + 96 * 32) if packs else 0)
-    assert all((m.packed is not None) == packs for m in layers)
+    backend = packing_backend() if rows > 1 else ""
+    assert extra == (4 * (64 * 96 + 96 * 32) if backend else 0)
+    assert all(m.backend == backend and (m.packed is not None) == bool(backend) for m in layers)
     with torch.inference_mode():
-        for n in (1, 3, 8, 20):  # plain sgemm, the packed call (with and without padding), prefill
+        for n in (1, 3, 8, 20):
             x = torch.randn(n, 64)
             torch.testing.assert_close(model(x), reference(x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_backend_gives_what_f_linear_gives(backend: str) -> None:
+    """At every row count: one row, up to half the batch (MKL: plain sgemm), the packed call (MKL: with and
+    without padding), and a prefill beyond the batch."""
+    layer = PackedLinear(nn.Linear(64, 96), 8, backend)
+    with torch.inference_mode():
+        for n in (1, 3, 5, 8, 20):
+            x = torch.randn(n, 64)
+            torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+
+
+def test_the_packing_is_mkls_on_intel_and_onednns_elsewhere() -> None:
+    """MKL's packed sgemm of a few rows was the slowest there was on an AMD EPYC (see ``packing_backend``)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if "vendor_id" not in info:
+        pytest.skip("no /proc/cpuinfo")
+    if mkl_packing_available() and onednn_packing_available():
+        assert packing_backend() == ("mkl" if "GenuineIntel" in info else "onednn")
 
 
 def test_a_bfloat16_linear_is_left_alone() -> None:
@@ -57,13 +87,14 @@ def _step(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("rows", [1, 2, 4])
-def test_one_compiled_row_is_a_product_and_a_sum(rows: int) -> None:
+def test_one_compiled_row_is_a_product_and_a_sum(rows: int, backend: str) -> None:
     """A compiled step of one row multiplies in inductor's loop (no matmul in its graph), which reads the weights
     once; more rows keep the matmul. Both give F.linear's result. Steps of up to half the batch compile ahead of
     time as the decode step does (``compiled.py``): none reads the packed copy, whose MKL layout dynamo cannot
     package."""
-    layer = PackedLinear(nn.Linear(64, 96), 8, pack=mkl_packing_available())
+    layer = PackedLinear(nn.Linear(64, 96), 8, backend)
     x = torch.randn(rows, 1, 64)
     ops = _ops(layer, x)
     assert ("linear" in ops or "addmm" in ops) == (rows > 1), ops

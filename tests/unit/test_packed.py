@@ -68,6 +68,17 @@ def test_each_backend_gives_what_f_linear_gives(backend: str) -> None:
             torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(not onednn_packing_available(), reason="no oneDNN")
+def test_onednns_rows_do_not_depend_on_the_rows_beside_them() -> None:
+    """A prompt's logprobs alone and in a batch, or a row decoded alone and among others, are the same bits."""
+    layer = PackedLinear(nn.Linear(64, 96), 8, "onednn")
+    x = torch.randn(40, 64)
+    with torch.inference_mode():
+        full = layer(x)
+        for n in (1, 2, 5, 8, 13):
+            assert torch.equal(layer(x[:n]), full[:n]), n
+
+
 def test_the_packing_is_mkls_on_intel_and_onednns_elsewhere() -> None:
     """MKL's packed sgemm of a few rows was the slowest there was on an AMD EPYC (see ``packing_backend``)."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""

@@ -9,7 +9,8 @@ torch.compile's CPU freezing uses), the 8-row step takes 47 ms: 169 tok/s instea
 ``pack_linears`` swaps every plain ``nn.Linear`` of a float32 CPU model for a ``PackedLinear`` that keeps
 the original weight (steps of up to half the batch and long prefills use it: there plain sgemm is already
 as fast) plus a packed copy used when more rows go through. The copy costs memory, so models whose packed
-copies would not fit comfortably in RAM, single-row workers and torch builds without MKL get no copy.
+copies would not fit comfortably in RAM, single-row workers and torch builds with neither MKL nor oneDNN get no
+copy.
 Generic: no per-architecture code.
 
 A compiled step of one row (``compiled.py``) multiplies by the weights as products and a sum instead, which
@@ -115,7 +116,8 @@ def _physical_memory() -> int:
 def pack_linears(model: nn.Module, rows: int, memory_fraction: float = 0.25) -> int:
     """Replace the model's plain float32 CPU ``nn.Linear`` layers by ``PackedLinear``; returns the bytes the
     packed copies take (0 when nothing was packed). The layers get no packed copy for a single-row batch,
-    without MKL, or when the copies would take more than ``memory_fraction`` of physical memory."""
+    without MKL or oneDNN (``packing_backend``), or when the copies would take more than ``memory_fraction`` of
+    physical memory."""
     targets = [
         (parent, name, child)
         for parent in model.modules()

@@ -126,8 +126,14 @@ class Int8WeightLinear(nn.Module):
         # A copy in memory of its own: the kernel reads rows with aligned vector loads and crashes the process
         # on weights that start off a 16-byte boundary, as tensors mapped from a Safetensors file at an odd
         # offset do (PyTorch allocates on 64-byte boundaries).
-        weight = interleave(int8) if self.interleaved else int8
-        self.weight = nn.Parameter(weight.clone(memory_format=torch.contiguous_format), requires_grad=False)
+        # The interleaving is written straight into that copy (``interleave`` would make one more at load).
+        weight = torch.empty(int8.shape, dtype=torch.int8, device=int8.device)
+        if self.interleaved:
+            out, k = int8.shape
+            weight.view(out, k // 4, 4).copy_(int8.reshape(out, 4, k // 4).transpose(1, 2))
+        else:
+            weight.copy_(int8)
+        self.weight = nn.Parameter(weight, requires_grad=False)
         self.scales = nn.Parameter((absmax.float() / 127).to(torch.bfloat16), requires_grad=False)
         self.bias = nn.Parameter(bias.detach().to(torch.bfloat16), requires_grad=False) if bias is not None else None
 

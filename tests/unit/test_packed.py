@@ -1,5 +1,5 @@
-"""Float32 Linear layers on CPU (``engine/packed.py``): MKL-packed copies for batched steps, and one compiled row
-multiplied in inductor's own loop."""
+"""Float32 Linear layers on CPU (``engine/packed.py``): packed copies (MKL's or oneDNN's) for batched steps, and one
+compiled row multiplied in inductor's own loop."""
 
 from __future__ import annotations
 

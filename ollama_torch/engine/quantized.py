@@ -11,8 +11,10 @@ On CPU, bitsandbytes' 8-bit layers (``Q8_0``/``INT8``) are run by PyTorch's weig
 (``aten._weight_int8pack_mm``, as gpt-fast does) instead: the stored weights are already int8 rows with one
 absmax each, which is exactly what that kernel multiplies by, so nothing is re-quantized. It skips
 LLM.int8's int8 activations, so it is also closer to the unquantized model, and reads a quarter of the
-float32 bytes per token (measured on SmolLM2: see BENCHMARKS.md). Inside a compiled CPU decode step of up to
-``default_fused_rows()`` rows (``compiled.py``) the layer is written out as products and a sum instead, which inductor
+float32 bytes per token (measured on SmolLM2: see BENCHMARKS.md). Decode steps (up to ``NATIVE_ROWS`` rows), eager
+or compiled, run our own kernel instead where it is built (``native.py``: x86-64 with AVX2), which reads the
+weights at twice the speed of either. Without it, inside a compiled CPU decode step of up to
+``default_fused_rows()`` rows (``compiled.py``) the layer is written out as products and a sum, which inductor
 fuses into one loop per layer that converts the int8 weights as it reads them (``Int8WeightLinear``). The 16-bit
 output head of a quantized model is quantized to 8 bits on the CPU too (``quantize_head_for_cpu``), as llama.cpp
 does: in a small model it is the largest matrix left.
@@ -97,6 +99,11 @@ def default_fused_rows() -> int:
     return 4 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 1
 
 
+# Rows up to which ``Int8WeightLinear`` runs the native kernel (decode steps; a batch of 8 rows took 21 ms
+# against PyTorch's 30 for SmolLM2's layers on the EPYC); a prefill's many rows run PyTorch's.
+NATIVE_ROWS = 8
+
+
 def interleave(t: torch.Tensor) -> torch.Tensor:
     """``t`` [..., k] with its columns reordered so that column ``4i + j`` is column ``j * k/4 + i``: the order in
     which ``Int8WeightLinear`` keeps its weights, so that each 32-bit word of a row holds the weights of columns
@@ -109,19 +116,28 @@ class Int8WeightLinear(nn.Module):
     """A bitsandbytes 8-bit Linear's weights (int8 [out, in], one absmax per row) multiplied by PyTorch's
     weight-only int8 kernel, in bfloat16: ``y = x @ (int8 * absmax / 127).T + bias``.
 
-    The weights are kept with their columns interleaved (``interleave``, where ``in`` is a multiple of 4): the
-    kernel multiplies them by the input interleaved the same way (a copy of the activations, not of the
+    Where our own kernel is built (``native``), it multiplies steps of up to ``NATIVE_ROWS`` rows in float32 (the
+    activations are not rounded to bfloat16) and the weights stay in the input's order.
+
+    Otherwise the weights are kept with their columns interleaved (``interleave``, where ``in`` is a multiple of
+    4): the kernel multiplies them by the input interleaved the same way (a copy of the activations, not of the
     weights), and a compiled step of up to ``fused_rows`` rows reads each row as 32-bit words, four weights
     apiece, and multiplies byte ``j`` of word ``i`` by input column ``j * in/4 + i``: four contiguous slices of
     the input. Inductor's vector code loads int8 or int32 vectors through a copy on AVX2 (its float loads are
-    direct), which made its loop over int8 weights 2-4x slower than the kernel there; the words are read as
-    floats and reinterpreted, so the loop reads the weights at the memory's speed on AVX2 as on AVX-512."""
+    direct); the words are read as floats and reinterpreted, which made the loop faster than PyTorch's kernel
+    at one row, but it still reads the weights at a third of the memory's speed on AVX2."""
 
     def __init__(self, int8: torch.Tensor, absmax: torch.Tensor, bias: torch.Tensor | None,
-                 fused_rows: int | None = None) -> None:
+                 fused_rows: int | None = None, native: bool | None = None) -> None:
+        """``native``: steps of up to ``NATIVE_ROWS`` rows run our own kernel (``native.py``), the weights in the
+        input's order; ``None``: where it is available (a CPU with AVX2), else PyTorch's kernel and the words."""
         super().__init__()
         self.out_features, self.in_features = int8.shape
-        self.interleaved = self.in_features % 4 == 0
+        from .native import int8_mm_available
+
+        self.native = int8_mm_available() if native is None else native
+        self.native = self.native and int8.device.type == "cpu"
+        self.interleaved = not self.native and self.in_features % 4 == 0
         self.fused_rows = (default_fused_rows() if fused_rows is None else fused_rows) if self.interleaved else 0
         # A copy in memory of its own: the kernel reads rows with aligned vector loads and crashes the process
         # on weights that start off a 16-byte boundary, as tensors mapped from a Safetensors file at an odd
@@ -136,6 +152,8 @@ class Int8WeightLinear(nn.Module):
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.scales = nn.Parameter((absmax.float() / 127).to(torch.bfloat16), requires_grad=False)
         self.bias = nn.Parameter(bias.detach().to(torch.bfloat16), requires_grad=False) if bias is not None else None
+        # the native kernel's scales: the same values, as float32
+        self.register_buffer("scales32", self.scales.data.float(), persistent=False)
 
     def int8_rows(self) -> torch.Tensor:
         """The int8 weights [out, in] in the input's column order."""
@@ -145,7 +163,13 @@ class Int8WeightLinear(nn.Module):
         return self.weight.data.reshape(-1, k // 4, 4).transpose(1, 2).reshape(-1, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        flat = x.reshape(-1, self.in_features)
+        if self.native and flat.shape[0] <= NATIVE_ROWS and flat.device.type == "cpu":
+            y = torch.ops.ollama_torch.int8_mm(flat.float().contiguous(), self.weight, self.scales32)
+            if self.bias is not None:
+                y = y + self.bias
+            return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        flat = flat.to(torch.bfloat16)
         if flat.shape[0] <= self.fused_rows and flat.device.type == "cpu" and torch.compiler.is_compiling():
             y = self._words(flat)
         else:
@@ -166,7 +190,7 @@ class Int8WeightLinear(nn.Module):
         return (acc.sum(-1) * self.scales.float()).to(torch.bfloat16)
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, fused_rows: int | None = None) -> Int8WeightLinear:
+    def from_float(cls, linear: nn.Linear, fused_rows: int | None = None, native: bool | None = None) -> Int8WeightLinear:
         """``linear``'s weights quantized to int8, one scale per row. The scale is rounded up to a bfloat16
         value (the kernel takes bfloat16 scales) before the rows are divided by it, so the only error is each
         weight's rounding to an integer: no row as a whole comes out scaled."""
@@ -176,7 +200,7 @@ class Int8WeightLinear(nn.Module):
         rounded_down = scales.float() * 127 < absmax
         scales = torch.where(rounded_down, torch.nextafter(scales, scales.new_tensor(float("inf"))), scales)
         int8 = torch.round(weight / scales.float()[:, None]).clamp(-127, 127).to(torch.int8)
-        return cls(int8, scales.float() * 127, linear.bias, fused_rows=fused_rows)
+        return cls(int8, scales.float() * 127, linear.bias, fused_rows=fused_rows, native=native)
 
 
 def _quantized_types() -> tuple[type, ...]:

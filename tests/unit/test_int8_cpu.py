@@ -19,6 +19,7 @@ from ollama_torch.engine.quantized import (
     quiet_bitsandbytes,
     resident_bytes,
 )
+from tests.traced import traced_ops
 
 bnb = pytest.importorskip("bitsandbytes")
 
@@ -72,7 +73,8 @@ def test_a_bitsandbytes_8bit_model_swaps_and_stays_close(tiny_llama_dir: Path) -
         assert not any(isinstance(m, bnb.nn.Linear8bitLt) for m in model.modules())
         after = model(ids).logits.float()
     rows = sum(m.out_features for m in model.modules() if isinstance(m, Int8WeightLinear))
-    assert resident_bytes(model) <= size + 2 * rows  # the same int8 rows, plus one bfloat16 scale per row
+    # the same int8 rows, plus one bfloat16 scale per row and its float32 copy for the native kernel
+    assert resident_bytes(model) <= size + 6 * rows
     # weight-only int8 is at least as close to the unquantized model as LLM.int8 (which also rounds activations)
     err_after = (after - reference).abs().mean().item()
     err_before = (before - reference).abs().mean().item()
@@ -80,32 +82,19 @@ def test_a_bitsandbytes_8bit_model_swaps_and_stays_close(tiny_llama_dir: Path) -
     assert torch.equal(after.argmax(-1), reference.argmax(-1))
 
 
-def _ops(fn: Any, *args: torch.Tensor) -> set[str]:
-    """The ops of the graph dynamo traces ``fn`` into (no inductor: what it would be handed)."""
-    seen: set[str] = set()
-
-    def record(gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
-        seen.update(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
-        return gm.forward
-
-    torch._dynamo.reset()
-    torch.compile(fn, backend=record, fullgraph=True)(*args)
-    return seen
-
-
 def test_the_weights_are_kept_interleaved_in_32_bit_words() -> None:
     """Each 32-bit word of a row holds the weights of columns i, i + k/4, i + k/2, i + 3k/4 (byte j: column
     j * k/4 + i), which the compiled loop multiplies by four contiguous slices of the input; ``int8_rows`` gives
     the input's order back. A width that is not a multiple of 4 keeps its order and always takes the kernel."""
     int8 = torch.randint(-127, 128, (6, 16), dtype=torch.int8)
-    layer = Int8WeightLinear(int8, torch.ones(6) * 127, None)
+    layer = Int8WeightLinear(int8, torch.ones(6) * 127, None, native=False)
     words = layer.weight.view(torch.int32)  # little-endian: byte j is bits 8j..8j+7
     for j in range(4):
         assert torch.equal(((words << (24 - 8 * j)) >> 24).to(torch.int8), int8[:, j * 4 : (j + 1) * 4])
     assert torch.equal(layer.int8_rows(), int8) and torch.equal(interleave(torch.arange(8)), torch.tensor([0, 2, 4, 6, 1, 3, 5, 7]))
-    odd = Int8WeightLinear(torch.randint(-127, 128, (6, 18), dtype=torch.int8), torch.ones(6), None, fused_rows=4)
+    odd = Int8WeightLinear(torch.randint(-127, 128, (6, 18), dtype=torch.int8), torch.ones(6), None, fused_rows=4, native=False)
     assert not odd.interleaved and odd.fused_rows == 0
-    assert "aten._weight_int8pack_mm" in " ".join(_ops(odd, torch.randn(1, 18)))
+    assert "aten._weight_int8pack_mm" in traced_ops(odd, torch.randn(1, 18))
 
 
 def test_a_compiled_step_multiplies_few_rows_in_its_own_loop_on_avx512_one_row_elsewhere() -> None:
@@ -116,16 +105,17 @@ def test_a_compiled_step_multiplies_few_rows_in_its_own_loop_on_avx512_one_row_e
 
 @pytest.mark.parametrize("rows", [1, 2, 4, 8])
 def test_a_compiled_step_of_a_few_rows_multiplies_in_its_own_loop(rows: int) -> None:
-    """Under ``torch.compile`` on a CPU, up to ``fused_rows`` rows are multiplied as products and a sum over the
+    """Without the native kernel (``test_native.py``): under ``torch.compile`` on a CPU, up to ``fused_rows`` rows are multiplied as products and a sum over the
     weights' 32-bit words (which inductor fuses into one loop over the weights); more rows, and eager calls,
     take the kernel. Both give what the kernel gives, to bfloat16's rounding."""
     torch.manual_seed(0)
     w = torch.randn(96, 64)
     absmax = w.abs().amax(1)
-    layer = Int8WeightLinear(torch.round(w / absmax[:, None] * 127).to(torch.int8), absmax, torch.randn(96), fused_rows=4)
+    layer = Int8WeightLinear(torch.round(w / absmax[:, None] * 127).to(torch.int8), absmax, torch.randn(96), fused_rows=4,
+                             native=False)
     x = torch.randn(rows, 1, 64)
-    ops = _ops(layer, x)
-    assert ("aten._weight_int8pack_mm" in " ".join(ops)) == (rows > 4), ops
+    ops = traced_ops(layer, x)
+    assert ("aten._weight_int8pack_mm" in ops) == (rows > 4), ops
     with torch.inference_mode():
         expected = layer(x)
         got = torch.compile(layer, fullgraph=True)(x)
@@ -167,9 +157,9 @@ def _random_llama(dtype: torch.dtype, tied: bool = True) -> Any:
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_a_quantized_models_output_head_goes_8bit_on_cpu(tied: bool) -> None:
-    """The 16-bit output head of a quantized model becomes an 8-bit layer that always takes the int8 kernel
-    (at the head's width it beats both the bfloat16 matmul and the fused loop); tied input embeddings keep
-    their 16-bit table."""
+    """The 16-bit output head of a quantized model becomes an 8-bit layer that always takes a kernel, ours where
+    it is built, else PyTorch's (at the head's width either beats both the bfloat16 matmul and the fused loop);
+    tied input embeddings keep their 16-bit table."""
     model = _random_llama(torch.bfloat16, tied)
     old = model.lm_head.weight
     ids = torch.randint(0, 512, (2, 12))
@@ -183,7 +173,8 @@ def test_a_quantized_models_output_head_goes_8bit_on_cpu(tied: bool) -> None:
     assert embeddings.dtype == torch.bfloat16 and (embeddings is old) == tied
     torch.testing.assert_close(after, before, rtol=0, atol=0.03 * float(before.abs().max()))
     assert float((after.argmax(-1) == before.argmax(-1)).float().mean()) >= 0.9
-    assert "aten._weight_int8pack_mm" in " ".join(_ops(head, torch.randn(1, 1, 64, dtype=torch.bfloat16)))
+    kernel = "ollama_torch.int8_mm" if head.native else "aten._weight_int8pack_mm"
+    assert kernel in traced_ops(head, torch.randn(1, 1, 64, dtype=torch.bfloat16))
     assert not quantize_head_for_cpu(model)  # once
 
 

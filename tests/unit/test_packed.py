@@ -18,24 +18,12 @@ from ollama_torch.engine.packed import (
     pack_linears,
     packing_backend,
 )
+from tests.traced import traced_ops
 
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 32, bias=False)).eval()
-
-
-def _ops(fn: Any, *args: torch.Tensor) -> str:
-    """The ops of the graph dynamo traces ``fn`` into (what inductor would be handed)."""
-    seen: list[str] = []
-
-    def record(gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
-        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
-        return gm.forward
-
-    torch._dynamo.reset()
-    torch.compile(fn, backend=record, fullgraph=True)(*args)
-    return " ".join(seen)
 
 
 BACKENDS = ["", *(["mkl"] if mkl_packing_available() else []), *(["onednn"] if onednn_packing_available() else [])]
@@ -107,7 +95,7 @@ def test_one_compiled_row_is_a_product_and_a_sum(rows: int, backend: str) -> Non
     package."""
     layer = PackedLinear(nn.Linear(64, 96), 8, backend)
     x = torch.randn(rows, 1, 64)
-    ops = _ops(layer, x)
+    ops = traced_ops(layer, x)
     assert ("linear" in ops or "addmm" in ops) == (rows > 1), ops
     ahead: Any = torch.compile(_step, fullgraph=True, options={"guard_filter_fn": torch.compiler.keep_portable_guards_unsafe})
     with torch.inference_mode():

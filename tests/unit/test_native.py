@@ -1,0 +1,123 @@
+"""Our own C++ operators (``engine/native.py``): ``ollama_torch::int8_mm``, the decode-step kernel of 8-bit layers."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pytest
+import torch
+
+from ollama_torch.engine import native
+from ollama_torch.engine.compiled import cpp_compiler
+from ollama_torch.engine.quantized import NATIVE_ROWS, Int8WeightLinear
+from tests.traced import traced_ops
+
+CAN_BUILD = platform.machine() == "x86_64" and {"avx2", "fma"} <= native.cpu_flags() and cpp_compiler() is not None
+needs_kernel = pytest.mark.skipif(not CAN_BUILD, reason="the native kernel is built on x86-64 CPUs with AVX2 and FMA only")
+
+
+def test_the_kernel_is_built_wherever_it_can_be() -> None:
+    """Where the CPU has AVX2 and FMA and a compiler is installed (CI's machines), the kernel builds and loads; an
+    8-bit layer made there uses it."""
+    assert native.int8_mm_available() == CAN_BUILD
+    layer = Int8WeightLinear(torch.randint(-127, 128, (8, 64), dtype=torch.int8), torch.ones(8), None)
+    assert layer.native == CAN_BUILD and layer.interleaved == (not CAN_BUILD)
+
+
+def _reference(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return ((x.double() @ w.double().T) * scale.double()).float()
+
+
+@needs_kernel
+@pytest.mark.parametrize("k", [576, 100, 7, 1536])
+def test_the_kernel_multiplies_rows_by_int8_columns(k: int) -> None:
+    """Against a float64 product, for widths that are and are not multiples of its 32- and 8-weight chunks, column
+    counts off its blocks, and 1 to 9 rows."""
+    torch.manual_seed(0)
+    n = 37
+    w = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    scale = torch.rand(n) / 50
+    for rows in range(1, 10):
+        x = torch.randn(rows, k)
+        got = torch.ops.ollama_torch.int8_mm(x, w, scale)
+        expected = _reference(x, w, scale)
+        assert got.shape == (rows, n) and got.dtype == torch.float32
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+@needs_kernel
+def test_a_rows_result_does_not_depend_on_the_batch_or_the_threads() -> None:
+    """Each (row, column) has its own accumulator, the same operations in the same order whatever the rows beside it
+    and the threads: a prompt scored alone and in a batch gets the same bits (as the float32 path's, see
+    ``test_packed.py``)."""
+    torch.manual_seed(0)
+    w = torch.randint(-127, 128, (200, 576), dtype=torch.int8)
+    scale = torch.rand(200)
+    x = torch.randn(8, 576)
+    alone = torch.cat([torch.ops.ollama_torch.int8_mm(x[i : i + 1], w, scale) for i in range(8)])
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            for rows in range(1, 9):
+                assert torch.equal(torch.ops.ollama_torch.int8_mm(x[:rows], w, scale), alone[:rows]), (count, rows)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_kernel
+def test_bad_operands_are_errors_not_crashes() -> None:
+    w = torch.zeros(4, 64, dtype=torch.int8)
+    op = torch.ops.ollama_torch.int8_mm
+    with pytest.raises(RuntimeError, match="x must be a contiguous float32"):
+        op(torch.zeros(1, 64, dtype=torch.bfloat16), w, torch.ones(4))
+    with pytest.raises(RuntimeError, match="x is \\[M, 32\\] but w is \\[N, 64\\]"):
+        op(torch.zeros(1, 32), w, torch.ones(4))
+    with pytest.raises(RuntimeError, match="w must be a contiguous int8"):
+        op(torch.zeros(1, 64), w.float(), torch.ones(4))
+    with pytest.raises(RuntimeError, match="scale must be"):
+        op(torch.zeros(1, 64), w, torch.ones(3))
+    assert op(torch.zeros(0, 64), w, torch.ones(4)).shape == (0, 4)
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows", [1, 4, NATIVE_ROWS + 1])
+def test_an_8bit_layer_runs_it_for_decode_rows_eager_and_compiled(rows: int) -> None:
+    """Up to ``NATIVE_ROWS`` rows (decode steps) take the kernel, eager and under ``torch.compile`` (inductor calls
+    it as an extern kernel; its Meta kernel gives the shapes), in float32 from end to end; more rows (a prefill) take
+    PyTorch's kernel in bfloat16."""
+    torch.manual_seed(0)
+    w = torch.randn(96, 64)
+    absmax = w.abs().amax(1)
+    int8 = torch.round(w / absmax[:, None] * 127).to(torch.int8)
+    layer = Int8WeightLinear(int8, absmax, torch.randn(96))
+    assert layer.native and not layer.interleaved and layer.fused_rows == 0
+    x = torch.randn(rows, 1, 64)
+    ops = traced_ops(layer, x)
+    assert ("ollama_torch.int8_mm" in ops) == (rows <= NATIVE_ROWS), ops
+    assert ("aten._weight_int8pack_mm" in ops) == (rows > NATIVE_ROWS), ops
+    with torch.inference_mode():
+        eager = layer(x)
+        torch._dynamo.reset()
+        compiled = torch.compile(layer, fullgraph=True)(x)
+    expected = (x.double() @ int8.double().T * layer.scales.double() + layer.bias.double()).float()
+    assert eager.shape == compiled.shape == (rows, 1, 96) and eager.dtype == torch.float32
+    if rows <= NATIVE_ROWS:  # float32 sums of exact products: no bfloat16 rounding anywhere
+        torch.testing.assert_close(eager, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+        torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))
+    else:
+        torch.testing.assert_close(eager, expected, rtol=0.02, atol=0.02 * float(expected.abs().max()))
+
+
+@needs_kernel
+def test_a_build_is_kept_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared library is built once into the cache directory (no temporary file left) and found there after."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    compiler = cpp_compiler()
+    assert compiler is not None
+    path = native._build(native.KERNELS / "int8_mm.cpp", compiler)
+    assert path.parent == tmp_path / "ollama-torch" / "kernels" and path.exists()
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    built = path.stat().st_mtime_ns
+    assert native._build(native.KERNELS / "int8_mm.cpp", compiler) == path and path.stat().st_mtime_ns == built

@@ -41,6 +41,10 @@ By default (``OLLAMA_TORCH_COMPILE`` unset) a CPU model serves eager as soon as 
 them (``compile_in_child``; one model at a time, ``BACKGROUND_COMPILE``) and then loads them;
 ``OLLAMA_TORCH_COMPILE=1`` compiles as the model loads, on any device.
 
+A grouped-query model's one-token attention is traced on its key/value heads (``_decode_attention``), as
+Transformers' eager step runs it: traced as Transformers writes it, it copied the window's keys and values to
+every query head first (SmolLM2 q8_0 on the AMD EPYC: 12.2 -> 10.8 ms a step).
+
 On CUDA the step is compiled in memory at each load (``torch.compile`` with CUDA graphs; saving CUDA-graph
 steps has not been run on a GPU here), reusing inductor's cached kernels. Greedy tokens equal the eager
 step's (tests).
@@ -156,6 +160,34 @@ class _ColumnCache(Cache):
         super().__init__(layers=[_ColumnLayer(k, v, column, width) for k, v in zip(keys, values, strict=True)])
 
 
+def _decode_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Transformers' SDPA attention, except that a compiled one-token step of a grouped-query model attends on the
+    key/value heads, its query heads folded into the query length, as Transformers' own eager step does
+    (``pack_gqa``, which it skips under dynamo): traced as it is, each layer copied its keys and values to every
+    query head (``repeat_kv``: SmolLM2's 3 heads to 9, over the whole window) and attended over the copies."""
+    groups = getattr(module, "num_key_value_groups", 1)
+    if (torch.compiler.is_compiling() and groups > 1 and query.shape[2] == 1 and kwargs.get("position_bias") is None
+            and kwargs.get("softcap") is None and not kwargs.get("output_attentions")
+            and (attention_mask is None or attention_mask.shape[1] == attention_mask.shape[2] == 1)):
+        rows, heads, _, dim = query.shape
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query.reshape(rows, heads // groups, groups, dim), key, value, attn_mask=attention_mask,
+            dropout_p=0.0, scale=kwargs.get("scaling"))
+        return out.reshape(rows, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def _install_decode_attention() -> None:
+    """Make ``_decode_attention`` the SDPA attention of every model in this process (outside dynamo it is
+    Transformers' own)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    ALL_ATTENTION_FUNCTIONS["sdpa"] = _decode_attention
+
+
 def buckets_for(device: torch.device, max_rows: int) -> tuple[int, ...]:
     """The row counts to compile for on ``device`` (see the module's docstring)."""
     if device.type == "cuda":
@@ -229,6 +261,7 @@ class CompiledDecode:
         """``saved``: the directory a CPU step is saved in and loaded from (``None``: compiled in memory);
         ``threads``: the intra-op thread count the CPU kernels are compiled for and run with (default: the
         calling thread's torch count)."""
+        _install_decode_attention()
         self.model = model
         self.device = device
         self.buckets = frozenset(buckets)

@@ -401,3 +401,43 @@ def test_the_window_follows_the_rows_not_the_capacity() -> None:
     cache.remove_row(0)
     cache.reserve_rows([10])
     assert cache.capacity == 4096 and cache.static_window() == 256
+
+
+def test_a_compiled_one_token_step_attends_on_the_key_value_heads() -> None:
+    """Under dynamo, a grouped-query layer's one-token attention folds its query heads into the query length and
+    attends on the key/value heads (no ``repeat_kv`` copy of the window), giving what attention over the copies
+    gives; with several query tokens it is Transformers' own."""
+    from torch import nn
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from ollama_torch.engine.compiled import _decode_attention
+
+    module = nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    torch.manual_seed(0)
+    keys, values = torch.randn(2, 3, 20, 16), torch.randn(2, 3, 20, 16)
+    mask = torch.zeros(2, 1, 1, 20)
+    mask[0, ..., :5] = float("-inf")  # a row whose first columns are not its own
+    for length in (1, 4):
+        query = torch.randn(2, 9, length, 16)
+        m = mask.expand(2, 1, length, 20)
+
+        def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            return _decode_attention(module, q, k, v, m, scaling=0.25)[0]
+
+        heads: list[int] = []  # the key heads the traced graph's attention is handed
+
+        def record(gm: torch.fx.GraphModule, example_inputs: Any, heads: list[int] = heads) -> Any:
+            heads.extend(n.args[1].meta["example_value"].shape[1] for n in gm.graph.nodes
+                         if n.target is torch.nn.functional.scaled_dot_product_attention)
+            return gm.forward
+
+        torch._dynamo.reset()
+        torch.compile(attend, backend=record, fullgraph=True)(query, keys, values, m)
+        assert heads == [3 if length == 1 else 9]
+        expected = torch.nn.functional.scaled_dot_product_attention(
+            query, repeat_kv(keys, 3), repeat_kv(values, 3), attn_mask=m, scale=0.25).transpose(1, 2)
+        torch._dynamo.reset()
+        got = torch.compile(attend, fullgraph=True)(query, keys, values, m)
+        assert got.shape == (2, length, 9, 16)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

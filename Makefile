@@ -51,7 +51,7 @@ $(LLAMA_CPP_STAMP): $(STAMP)
 	touch $@
 
 test: lint $(LLAMA_CPP_STAMP)
-	OLLAMA_TORCH_REQUIRE_LLAMA_CPP=1 OLLAMA_TORCH_REQUIRE_TEST_DATA=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+	OLLAMA_TORCH_REQUIRE_LLAMA_CPP=1 OLLAMA_TORCH_REQUIRE_TEST_DATA=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 unit: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" -p no:cacheprovider

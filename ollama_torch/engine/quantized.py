@@ -135,8 +135,7 @@ class Int8WeightLinear(nn.Module):
         self.out_features, self.in_features = int8.shape
         from .native import int8_mm_available
 
-        self.native = int8_mm_available() if native is None else native
-        self.native = self.native and int8.device.type == "cpu"
+        self.native = int8.device.type == "cpu" and (int8_mm_available() if native is None else native)
         self.interleaved = not self.native and self.in_features % 4 == 0
         self.fused_rows = (default_fused_rows() if fused_rows is None else fused_rows) if self.interleaved else 0
         # A copy in memory of its own: the kernel reads rows with aligned vector loads and crashes the process

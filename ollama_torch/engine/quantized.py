@@ -130,12 +130,15 @@ class Int8WeightLinear(nn.Module):
     def __init__(self, int8: torch.Tensor, absmax: torch.Tensor, bias: torch.Tensor | None,
                  fused_rows: int | None = None, native: bool | None = None) -> None:
         """``native``: steps of up to ``NATIVE_ROWS`` rows run our own kernel (``native.py``), the weights in the
-        input's order; ``None``: where it is available (a CPU with AVX2), else PyTorch's kernel and the words."""
+        input's order (``True``: an error where it is not available); ``None``: where it is available (a CPU
+        with AVX2), else PyTorch's kernel and the words; ``False``: never."""
         super().__init__()
         self.out_features, self.in_features = int8.shape
         from .native import int8_mm_available
 
-        self.native = int8.device.type == "cpu" and (int8_mm_available() if native is None else native)
+        self.native = native is not False and int8.device.type == "cpu" and int8_mm_available()
+        if native and not self.native:
+            raise RuntimeError("the native int8 kernel is not available here (x86-64 CPUs with AVX2 and a C++ compiler)")
         self.interleaved = not self.native and self.in_features % 4 == 0
         self.fused_rows = (default_fused_rows() if fused_rows is None else fused_rows) if self.interleaved else 0
         # A copy in memory of its own: the kernel reads rows with aligned vector loads and crashes the process

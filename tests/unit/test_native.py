@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,19 @@ def test_a_build_is_kept_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert [p.name for p in path.parent.iterdir()] == [path.name]
     built = path.stat().st_mtime_ns
     assert native._build(native.KERNELS / "int8_mm.cpp", compiler) == path and path.stat().st_mtime_ns == built
+
+
+def test_asking_for_the_kernel_loads_it_or_says_it_cannot() -> None:
+    """``native=True`` gets the kernel (loaded if nothing loaded it yet) or an error, never a layer that fails at
+    its first step."""
+    int8 = torch.randint(-127, 128, (8, 64), dtype=torch.int8)
+    if CAN_BUILD:  # in a process of its own, where nothing else has loaded the kernel
+        script = ("import torch\nfrom ollama_torch.engine.quantized import Int8WeightLinear\n"
+                  "layer = Int8WeightLinear(torch.ones(8, 64, dtype=torch.int8), torch.ones(8) * 127, None, native=True)\n"
+                  "print(layer.native, layer(torch.ones(1, 64)).sum().item())\n")
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and done.stdout.split() == ["True", "512.0"], done.stderr[-2000:]
+    else:
+        with pytest.raises(RuntimeError, match="not available"):
+            Int8WeightLinear(int8, torch.ones(8), None, native=True)
+    assert not Int8WeightLinear(int8, torch.ones(8), None, native=False).native

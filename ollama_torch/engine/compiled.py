@@ -66,6 +66,7 @@ from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from .cache import BatchKVCache
 
@@ -175,8 +176,6 @@ def _decode_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
             query.reshape(rows, heads // groups, groups, dim), key, value, attn_mask=attention_mask,
             dropout_p=0.0, scale=kwargs.get("scaling"))
         return out.reshape(rows, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from .cpuinfo import cpu_flags
+
 log = logging.getLogger(__name__)
 
 KERNELS = Path(__file__).parent / "kernels"
@@ -39,15 +41,6 @@ def kernels_dir() -> Path:
     """Where built operators are kept between processes."""
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "ollama-torch" / "kernels"
-
-
-def cpu_flags() -> frozenset[str]:
-    """The instruction-set flags ``/proc/cpuinfo`` lists (empty where it cannot be read)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    return frozenset(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
 
 
 def int8_mm_available() -> bool:

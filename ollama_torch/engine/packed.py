@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .cpuinfo import cpuinfo
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,8 @@ def onednn_packing_available() -> bool:
 
 
 def _intel_cpu() -> bool:
-    try:
-        return "GenuineIntel" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True  # not Linux: what this module did before it knew the vendor
+    info = cpuinfo()
+    return info is None or "GenuineIntel" in info  # not Linux: what this module did before it knew the vendor
 
 
 def packing_backend() -> str:

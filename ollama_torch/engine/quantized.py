@@ -168,13 +168,10 @@ class Int8WeightLinear(nn.Module):
         flat = x.reshape(-1, self.in_features)
         if self.native and flat.shape[0] <= NATIVE_ROWS and flat.device.type == "cpu":
             y = torch.ops.ollama_torch.int8_mm(flat.float().contiguous(), self.weight, self.scales32)
-            if self.bias is not None:
-                y = y + self.bias
-            return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-        flat = flat.to(torch.bfloat16)
-        if flat.shape[0] <= self.fused_rows and flat.device.type == "cpu" and torch.compiler.is_compiling():
-            y = self._words(flat)
+        elif flat.shape[0] <= self.fused_rows and flat.device.type == "cpu" and torch.compiler.is_compiling():
+            y = self._words(flat.to(torch.bfloat16))
         else:
+            flat = flat.to(torch.bfloat16)
             y = torch.ops.aten._weight_int8pack_mm(interleave(flat) if self.interleaved else flat, self.weight, self.scales)
         if self.bias is not None:
             y = y + self.bias

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from ollama_torch.engine.cpuinfo import cpu_flags
 from ollama_torch.engine.quantized import (
     Int8WeightLinear,
     bfloat16_is_native,
@@ -193,11 +194,7 @@ def test_a_float32_head_the_loader_widened_goes_8bit() -> None:
 
 
 def test_native_bfloat16_is_avx512_bf16_or_amx() -> None:
-    flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
+    flags = cpu_flags()
     if not flags:
         pytest.skip("no /proc/cpuinfo flags")
     assert bfloat16_is_native() == bool(flags & {"avx512_bf16", "amx_tile"}), sorted(flags & {"avx512_bf16", "amx_tile", "avx512f"})

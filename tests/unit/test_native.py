@@ -12,10 +12,11 @@ import torch
 
 from ollama_torch.engine import native
 from ollama_torch.engine.compiled import cpp_compiler
+from ollama_torch.engine.cpuinfo import cpu_flags
 from ollama_torch.engine.quantized import NATIVE_ROWS, Int8WeightLinear
 from tests.traced import traced_ops
 
-CAN_BUILD = platform.machine() == "x86_64" and {"avx2", "fma"} <= native.cpu_flags() and cpp_compiler() is not None
+CAN_BUILD = platform.machine() == "x86_64" and {"avx2", "fma"} <= cpu_flags() and cpp_compiler() is not None
 needs_kernel = pytest.mark.skipif(not CAN_BUILD, reason="the native kernel is built on x86-64 CPUs with AVX2 and FMA only")
 
 

@@ -3,7 +3,6 @@ compiled row multiplied in inductor's own loop."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ollama_torch.engine.cpuinfo import cpuinfo
 from ollama_torch.engine.packed import (
     PackedLinear,
     mkl_packing_available,
@@ -69,7 +69,7 @@ def test_onednns_rows_do_not_depend_on_the_rows_beside_them() -> None:
 
 def test_the_packing_is_mkls_on_intel_and_onednns_elsewhere() -> None:
     """MKL's packed sgemm of a few rows was the slowest there was on an AMD EPYC (see ``packing_backend``)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    info = cpuinfo() or ""
     if "vendor_id" not in info:
         pytest.skip("no /proc/cpuinfo")
     if mkl_packing_available() and onednn_packing_available():

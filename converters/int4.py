@@ -17,7 +17,9 @@ the CUDA kernel does not take) the weight is dequantized per forward.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -25,6 +27,19 @@ from torch import nn
 
 METHOD = "ollama_int4"
 _registered = threading.Lock()
+_stored_layout = threading.local()  # .on: layers loaded in this thread keep the stored layout (``stored_layout``)
+
+
+@contextlib.contextmanager
+def stored_layout() -> Iterator[None]:
+    """Within it, ``Int4Linear`` layers that Transformers loads in this thread are not ``prepare``d: they keep the
+    stored layout, for a caller with a kernel of its own for it, who then repacks or prepares each layer."""
+    before = getattr(_stored_layout, "on", False)
+    _stored_layout.on = True
+    try:
+        yield
+    finally:
+        _stored_layout.on = before
 
 
 # -- quantize (create time) ----------------------------------------------------------------------------
@@ -170,6 +185,8 @@ def _classes() -> tuple[type, type]:
                     model.set_submodule(name, new)
 
         def _process_model_after_weight_loading(self, model: Any, **kwargs: Any) -> None:
+            if getattr(_stored_layout, "on", False):
+                return
             for module in model.modules():
                 if isinstance(module, Int4Linear):
                     module.prepare()

@@ -3,6 +3,7 @@ tokenizer (and processor for vision models). No per-architecture code: whatever 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from converters.hf_inspect import fim_tokens_of
+from converters.int4 import stored_layout
 
 from ..errors import BadRequest, InternalError
 from ..settings import Settings
@@ -28,10 +30,12 @@ from .quantized import (
     bfloat16_is_native,
     cast_unquantized,
     compute_dtype,
+    int4_native_available,
     prepare_for_cpu,
     quantize_head_for_cpu,
     resident_bytes,
     stored_dtype,
+    swap_int4_for_cpu,
 )
 
 log = logging.getLogger(__name__)
@@ -239,19 +243,24 @@ def load_model(stored: StoredModel, settings: Settings, store: ModelStore) -> Lo
             processor = transformers.AutoProcessor.from_pretrained(str(directory), local_files_only=True)
         else:
             auto = transformers.AutoModelForCausalLM
-        try:
-            model = auto.from_pretrained(str(directory), **kwargs)
-        except (ValueError, TypeError) as exc:
-            if "attn_implementation" in str(exc) or "sdpa" in str(exc).lower():
-                kwargs.pop("attn_implementation")
+        # 4-bit layers keep the stored layout where our kernel runs them (swapped below)
+        own_int4 = device.type == "cpu" and int4_native_available()
+        with stored_layout() if own_int4 else contextlib.nullcontext():
+            try:
                 model = auto.from_pretrained(str(directory), **kwargs)
-            else:
-                raise
+            except (ValueError, TypeError) as exc:
+                if "attn_implementation" in str(exc) or "sdpa" in str(exc).lower():
+                    kwargs.pop("attn_implementation")
+                    model = auto.from_pretrained(str(directory), **kwargs)
+                else:
+                    raise
         if device.type != "cuda":
             model = model.to(device)
         model.eval()
         if device.type == "cpu" and quantized_dtype is not None and prepare_for_cpu(model):
             log.info("8-bit layers of %s run by PyTorch's weight-only int8 kernel", stored.name.display_shortest)
+        if own_int4 and swap_int4_for_cpu(model):
+            log.info("4-bit layers of %s run by our int4 kernel", stored.name.display_shortest)
         if quantized_dtype is not None and (settings.dtype or widened):  # the unquantized layers' dtype
             cast_unquantized(model, dtype)
         if device.type == "cpu" and quantized_dtype is not None and quantize_head_for_cpu(model, float32=widened):

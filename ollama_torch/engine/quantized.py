@@ -202,11 +202,106 @@ class Int8WeightLinear(nn.Module):
         return cls(int8, scales.float() * 127, linear.bias, fused_rows=fused_rows, native=native)
 
 
+# Rows up to which ``Int4WeightLinear`` runs the native kernel; more (a long prefill) are multiplied by the weights
+# dequantized to float32. SmolLM2's 210 int4 layers on the EPYC, 2 threads: the kernel 4.9 ms at 1 row (PyTorch's
+# int4 kernel 9.3, in bfloat16), 11 at 4, 42 at 16, 175 at 64 (PyTorch's 175), 1322 at 512 where dequantizing and
+# multiplying takes 754 (and 233 at 64).
+INT4_NATIVE_ROWS = 64
+
+
+def int4_native_available() -> bool:
+    """Whether 4-bit layers on the CPU run our kernel (``Int4WeightLinear``): where it is built, on CPUs that do not
+    compute in bfloat16 (``bfloat16_is_native``; where they do, PyTorch's int4 kernel takes bfloat16 rows as they
+    are: Intel's AMX)."""
+    from .native import int4_mm_available
+
+    return not bfloat16_is_native() and int4_mm_available()
+
+
+def _padded(t: torch.Tensor) -> torch.Tensor:
+    """[out, groups] float16, its rows padded with zeros to a multiple of 8 groups (the kernel widens 8 at a time)."""
+    return nn.functional.pad(t.to(torch.float16), (0, -t.shape[1] % 8)).contiguous()
+
+
+class Int4WeightLinear(nn.Module):
+    """A 4-bit layer (``converters.int4``'s format: per group of ``group_size`` input columns, ``w = q * scale +
+    min``) multiplied by our own kernel (``torch.ops.ollama_torch.int4_mm``, ``native.py``) in float32, for up to
+    ``INT4_NATIVE_ROWS`` rows: the codes are kept two per byte in blocks of 16 columns (``block_order``), the float16
+    scales and mins as stored. More rows are multiplied by the weights dequantized to float32 for the call."""
+
+    def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, bias: torch.Tensor | None,
+                 group_size: int) -> None:
+        super().__init__()
+        self.out_features, self.in_features, self.group_size = qweight.shape[0], qweight.shape[1] * 2, group_size
+        self.groups = self.in_features // group_size
+        self.weight = nn.Parameter(block_order(qweight), requires_grad=False)
+        self.scales = nn.Parameter(_padded(scales), requires_grad=False)
+        self.mins = nn.Parameter(_padded(mins), requires_grad=False)
+        self.bias = nn.Parameter(bias.detach().float(), requires_grad=False) if bias is not None else None
+
+    @staticmethod
+    def takes(layer: Any) -> bool:
+        """Whether ``layer`` (an ``Int4Linear`` in the stored layout, on the CPU) fits the kernel."""
+        return (not layer.packed_for and layer.qweight.device.type == "cpu" and layer.group_size % 16 == 0
+                and layer.in_features % layer.group_size == 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).float()
+        if flat.shape[0] <= INT4_NATIVE_ROWS:
+            y = torch.ops.ollama_torch.int4_mm(flat.contiguous(), self.weight, self.scales, self.mins, self.group_size)
+        else:
+            y = nn.functional.linear(flat, self.dequantized())
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def dequantized(self) -> torch.Tensor:
+        """The float32 weights [out, in]."""
+        out, k = self.out_features, self.in_features
+        pairs = self.weight.view(out, k // 16, 1, 8)
+        codes = torch.cat([pairs & 0xF, pairs >> 4], dim=2).reshape(out, self.groups, self.group_size)
+        scales, mins = self.scales[:, : self.groups].float(), self.mins[:, : self.groups].float()
+        return (codes.float() * scales.unsqueeze(-1) + mins.unsqueeze(-1)).reshape(out, k)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"
+
+
+def block_order(qweight: torch.Tensor) -> torch.Tensor:
+    """Stored int4 codes (uint8 [out, in/2], column 2j in byte j's low nibble and 2j + 1 in its high one) in the
+    kernel's order: byte 8b + i holds column 16b + i in its low nibble and column 16b + 8 + i in its high one."""
+    from converters.int4 import unpack
+
+    codes = unpack(qweight)  # [out, in] uint8, 0..15
+    blocks = codes.view(codes.shape[0], -1, 2, 8)  # [out, in/16, (low, high), 8]
+    return (blocks[:, :, 0] | (blocks[:, :, 1] << 4)).reshape(qweight.shape).contiguous()
+
+
+def swap_int4_for_cpu(model: Any) -> int:
+    """Swap the ``Int4Linear`` layers of a model loaded in the stored layout (``converters.int4.stored_layout``) for
+    ``Int4WeightLinear``; a layer the kernel does not take is ``prepare``d for PyTorch's kernels instead. Returns
+    how many were swapped."""
+    from converters.int4 import Int4Linear
+
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, Int4Linear) or child.packed_for:
+                continue
+            if Int4WeightLinear.takes(child):
+                setattr(parent, name, Int4WeightLinear(child.qweight.data, child.scales.data, child.mins.data,
+                                                       child.bias, child.group_size))
+                swapped += 1
+            else:
+                child.prepare()
+    return swapped
+
+
 def _quantized_types() -> tuple[type, ...]:
     """Layers whose floating tensors are quantization state (scales, zeros) in the dtype their kernel takes."""
     from converters.int4 import Int4Linear
 
-    types: list[type] = [Int8WeightLinear, Int4Linear]
+    types: list[type] = [Int8WeightLinear, Int4WeightLinear, Int4Linear]
     try:
         from bitsandbytes.nn import Linear4bit, Linear8bitLt
 

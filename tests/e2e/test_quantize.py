@@ -73,6 +73,10 @@ def test_quantize_each_name(server: ServerProcess, client: ollama.Client, baseli
         assert any(word in text.lower() for word in ("sky", "blue", "light", "scatter", "atmosphere")), text
         # a quantized model's 16-bit output head is quantized to 8 bits on the CPU; a bfloat16 model has none
         assert (f"output head of {name}:latest quantized to 8 bits" in server.log()) == (level != "bf16"), level
+        if level == "q4_K_M":  # our int4 kernel where it is built and the model computes in float32
+            from ollama_torch.engine.quantized import int4_native_available
+
+            assert (f"4-bit layers of {name}:latest run by our int4 kernel" in server.log()) == int4_native_available()
 
 
 def test_cli_create_quantize(server: ServerProcess, client: ollama.Client, tmp_path: Path, baseline: str) -> None:

@@ -1,4 +1,5 @@
-"""Our own C++ operators (``engine/native.py``): ``ollama_torch::int8_mm``, the decode-step kernel of 8-bit layers."""
+"""Our own C++ operators (``engine/native.py``): ``ollama_torch::int8_mm`` and ``ollama_torch::int4_mm``, the
+decode-step kernels of 8-bit and 4-bit layers."""
 
 from __future__ import annotations
 
@@ -10,20 +11,29 @@ from pathlib import Path
 import pytest
 import torch
 
+from converters.int4 import Int4Linear, dequantize, quantize_int4
 from ollama_torch.engine import native
 from ollama_torch.engine.compiled import cpp_compiler
 from ollama_torch.engine.cpuinfo import cpu_flags
-from ollama_torch.engine.quantized import NATIVE_ROWS, Int8WeightLinear
+from ollama_torch.engine.quantized import (
+    INT4_NATIVE_ROWS,
+    NATIVE_ROWS,
+    Int4WeightLinear,
+    Int8WeightLinear,
+    block_order,
+    swap_int4_for_cpu,
+)
 from tests.traced import traced_ops
 
-CAN_BUILD = platform.machine() == "x86_64" and {"avx2", "fma"} <= cpu_flags() and cpp_compiler() is not None
-needs_kernel = pytest.mark.skipif(not CAN_BUILD, reason="the native kernel is built on x86-64 CPUs with AVX2 and FMA only")
+CAN_BUILD = platform.machine() == "x86_64" and {"avx2", "fma", "f16c"} <= cpu_flags() and cpp_compiler() is not None
+needs_kernel = pytest.mark.skipif(not CAN_BUILD, reason="the native kernels are built on x86-64 CPUs with AVX2 and FMA only")
 
 
 def test_the_kernel_is_built_wherever_it_can_be() -> None:
     """Where the CPU has AVX2 and FMA and a compiler is installed (CI's machines), the kernel builds and loads; an
     8-bit layer made there uses it."""
     assert native.int8_mm_available() == CAN_BUILD
+    assert native.int4_mm_available() == CAN_BUILD
     layer = Int8WeightLinear(torch.randint(-127, 128, (8, 64), dtype=torch.int8), torch.ones(8), None)
     assert layer.native == CAN_BUILD and layer.interleaved == (not CAN_BUILD)
 
@@ -140,3 +150,115 @@ def test_asking_for_the_kernel_loads_it_or_says_it_cannot() -> None:
         with pytest.raises(RuntimeError, match="not available"):
             Int8WeightLinear(int8, torch.ones(8), None, native=True)
     assert not Int8WeightLinear(int8, torch.ones(8), None, native=False).native
+
+
+# -- int4 -------------------------------------------------------------------------------------------------------
+def _int4(n: int, k: int, group: int) -> dict[str, torch.Tensor]:
+    return quantize_int4(torch.randn(n, k), group)
+
+
+def _int4_mm(x: torch.Tensor, parts: dict[str, torch.Tensor], group: int) -> torch.Tensor:
+    layer = Int4WeightLinear(parts["qweight"], parts["scales"], parts["mins"], None, group)
+    return torch.ops.ollama_torch.int4_mm(x, layer.weight, layer.scales, layer.mins, group)
+
+
+def test_block_order_puts_columns_16b_plus_i_and_16b_plus_8_plus_i_in_one_byte() -> None:
+    codes = torch.arange(32, dtype=torch.uint8).remainder(16).view(1, 32)  # columns 0..15, 0..15
+    stored = codes[:, 0::2] | (codes[:, 1::2] << 4)
+    ordered = block_order(stored)
+    assert ordered.tolist() == [[i | ((i + 8) << 4) for i in range(8)] * 2]
+
+
+@needs_kernel
+@pytest.mark.parametrize(("k", "group"), [(576, 32), (1536, 32), (96, 32), (64, 64), (48, 16), (320, 64)])
+def test_the_int4_kernel_multiplies_rows_by_int4_columns(k: int, group: int) -> None:
+    """Against a float64 product with the dequantized weights, for groups of 32 (the stored formats', whose loop is
+    unrolled) and others, group counts that are and are not multiples of the 8 the scales are widened by, column
+    counts off its blocks of 2 and 4, and 1 to 9 rows."""
+    torch.manual_seed(0)
+    n = 37
+    parts = _int4(n, k, group)
+    w = dequantize(parts["qweight"], parts["scales"], parts["mins"], torch.float64)
+    for rows in range(1, 10):
+        x = torch.randn(rows, k)
+        got = _int4_mm(x, parts, group)
+        expected = (x.double() @ w.T).float()
+        assert got.shape == (rows, n) and got.dtype == torch.float32
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+@needs_kernel
+def test_an_int4_rows_result_does_not_depend_on_the_batch_or_the_threads() -> None:
+    torch.manual_seed(0)
+    parts = _int4(203, 576, 32)
+    x = torch.randn(9, 576)
+    alone = torch.cat([_int4_mm(x[i : i + 1], parts, 32) for i in range(9)])
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            for rows in range(1, 10):
+                assert torch.equal(_int4_mm(x[:rows], parts, 32), alone[:rows]), (count, rows)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_kernel
+def test_bad_int4_operands_are_errors_not_crashes() -> None:
+    parts = _int4(4, 64, 32)
+    layer = Int4WeightLinear(parts["qweight"], parts["scales"], parts["mins"], None, 32)
+    q, scales, mins = layer.weight, layer.scales, layer.mins
+    op = torch.ops.ollama_torch.int4_mm
+    with pytest.raises(RuntimeError, match="x must be a contiguous float32"):
+        op(torch.zeros(1, 64, dtype=torch.bfloat16), q, scales, mins, 32)
+    with pytest.raises(RuntimeError, match="x is \\[M, 32\\] but q is \\[N, 32\\]"):
+        op(torch.zeros(1, 32), q, scales, mins, 32)
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        op(torch.zeros(1, 64), q, scales, mins, 24)
+    with pytest.raises(RuntimeError, match="q must be a contiguous uint8"):
+        op(torch.zeros(1, 64), q.float(), scales, mins, 32)
+    with pytest.raises(RuntimeError, match="scales and mins must be"):
+        op(torch.zeros(1, 64), q, scales[:, :2].contiguous(), mins, 32)
+    with pytest.raises(RuntimeError, match="scales and mins must be"):
+        op(torch.zeros(1, 64), q, scales, mins.float(), 32)
+    assert op(torch.zeros(0, 64), q, scales, mins, 32).shape == (0, 4)
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows", [1, 4, INT4_NATIVE_ROWS + 1])
+def test_a_4bit_layer_runs_it_eager_and_compiled(rows: int) -> None:
+    """Up to ``INT4_NATIVE_ROWS`` rows take the kernel, eager and under ``torch.compile`` (an extern kernel, shaped
+    by its Meta kernel); more take the dequantized float32 weights. Both in float32, against the stored layer's
+    dequantized product; the layer keeps bfloat16 inputs in bfloat16."""
+    torch.manual_seed(0)
+    parts, bias = _int4(96, 128, 32), torch.randn(96)
+    layer = Int4WeightLinear(parts["qweight"], parts["scales"], parts["mins"], bias, 32)
+    x = torch.randn(rows, 1, 128)
+    ops = traced_ops(layer, x)
+    assert ("ollama_torch.int4_mm" in ops) == (rows <= INT4_NATIVE_ROWS), ops
+    with torch.inference_mode():
+        eager = layer(x)
+        torch._dynamo.reset()
+        compiled = torch.compile(layer, fullgraph=True)(x)
+        half = layer(x.bfloat16())
+    w = dequantize(parts["qweight"], parts["scales"], parts["mins"], torch.float64)
+    expected = (x.double() @ w.T + bias.double()).float()
+    assert eager.shape == compiled.shape == (rows, 1, 96) and eager.dtype == torch.float32 and half.dtype == torch.bfloat16
+    torch.testing.assert_close(eager, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))
+    torch.testing.assert_close(layer.dequantized(), w.float())
+
+
+@needs_kernel
+def test_int4_layers_loaded_in_the_stored_layout_are_swapped_or_prepared() -> None:
+    """``swap_int4_for_cpu`` swaps the layers the kernel takes and prepares the others for PyTorch's kernels."""
+
+    def stored(k: int, group: int) -> Int4Linear:
+        layer = Int4Linear(k, 32, False, group)
+        for name, value in _int4(32, k, group).items():
+            getattr(layer, name).data = value
+        return layer
+
+    model = torch.nn.Sequential(stored(64, 32), stored(72, 24))
+    assert swap_int4_for_cpu(model) == 1
+    assert isinstance(model[0], Int4WeightLinear) and isinstance(model[1], Int4Linear) and model[1].packed_for_cpu

@@ -1,38 +1,22 @@
 // ollama_torch::int8_mm: a few rows of float32 activations times int8 weights with one scale per output
 // column (weight-only int8, as Int8WeightLinear keeps them): y[m, n] = scale[n] * sum_k x[m, k] * w[n, k].
 //
-// Built at run time for the CPU it runs on (int8_kernel.py), for the decode steps of quantized models: each
+// Built at run time for the CPU it runs on (native.py), for the decode steps of quantized models: each
 // weight is read once for every row of the step, widened to float32 (vpmovsxbd, vcvtdq2ps) and multiplied
 // with FMA. Every (row, column) pair has an accumulator of its own that sees the same operations in the same
 // order whatever the blocking, the number of rows or the threads, so a row's result does not depend on the
 // rows beside it in a batch.
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <torch/library.h>
-
-#include <algorithm>
-#include <cstdint>
-
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define OT_AVX2 1
-#else
-#define OT_AVX2 0
-#endif
+#include "common.h"
 
 namespace {
+
+#if OT_AVX2
+using ollama_torch_kernels::hsum;
+#endif
 
 constexpr int64_t kColumns = 16;  // the unit of work a thread takes: columns [16b, 16b + 16)
 
 #if OT_AVX2
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 inline __m256 widen8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
@@ -107,7 +91,7 @@ at::Tensor int8_mm_meta(const at::Tensor& x, const at::Tensor& w, const at::Tens
 
 }  // namespace
 
-TORCH_LIBRARY(ollama_torch, m) {
+TORCH_LIBRARY_FRAGMENT(ollama_torch, m) {  // a fragment: each kernel file defines its own operators
   m.def("int8_mm(Tensor x, Tensor w, Tensor scale) -> Tensor");
 }
 

@@ -10,7 +10,9 @@ four).
 
 ``ollama_torch::int4_mm`` (``kernels/int4_mm.cpp``) does the same for 4-bit layers (``Int4WeightLinear``: float16
 scales and mins per group of columns), where PyTorch's int4 kernel takes only bfloat16 rows: SmolLM2's 210 int4
-layers take 4.9 ms at one row against its 9.3.
+layers take 4.9 ms at one row against its 9.3. ``ollama_torch::f32_mm`` (``kernels/f32_mm.cpp``) is the int8 kernel's loop
+with float32 weights, for the compiled steps of float32 models (``packed.PackedLinear``), where MKL's sgemm of a
+few rows read the weights at a third of the memory's speed.
 
 Each is built with the C++ compiler inductor uses (``compiled.cpp_compiler``), against torch's own headers and
 libraries (8-12 s), once per source (with ``kernels/common.h``), torch version, compiler and CPU (``-march=native``), into
@@ -55,6 +57,11 @@ def int8_mm_available() -> bool:
 def int4_mm_available() -> bool:
     """Whether ``torch.ops.ollama_torch.int4_mm`` can run here (built and loaded on the first call)."""
     return _available("int4_mm.cpp")
+
+
+def f32_mm_available() -> bool:
+    """Whether ``torch.ops.ollama_torch.f32_mm`` can run here (built and loaded on the first call)."""
+    return _available("f32_mm.cpp")
 
 
 def _available(source: str) -> bool:

@@ -7,6 +7,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -33,7 +34,7 @@ def test_the_kernel_is_built_wherever_it_can_be() -> None:
     """Where the CPU has AVX2 and FMA and a compiler is installed (CI's machines), the kernel builds and loads; an
     8-bit layer made there uses it."""
     assert native.int8_mm_available() == CAN_BUILD
-    assert native.int4_mm_available() == CAN_BUILD
+    assert native.int4_mm_available() == native.f32_mm_available() == CAN_BUILD
     layer = Int8WeightLinear(torch.randint(-127, 128, (8, 64), dtype=torch.int8), torch.ones(8), None)
     assert layer.native == CAN_BUILD and layer.interleaved == (not CAN_BUILD)
 
@@ -59,24 +60,47 @@ def test_the_kernel_multiplies_rows_by_int8_columns(k: int) -> None:
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 
 
+def _int8_op(x: torch.Tensor) -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.ops.ollama_torch.int8_mm(x, torch.randint(-127, 128, (200, x.shape[1]), dtype=torch.int8), torch.rand(200))
+
+
+def _f32_op(x: torch.Tensor) -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.ops.ollama_torch.f32_mm(x, torch.randn(200, x.shape[1]))
+
+
 @needs_kernel
-def test_a_rows_result_does_not_depend_on_the_batch_or_the_threads() -> None:
+@pytest.mark.parametrize("op", [_int8_op, _f32_op])
+def test_a_rows_result_does_not_depend_on_the_batch_or_the_threads(op: Any) -> None:
     """Each (row, column) has its own accumulator, the same operations in the same order whatever the rows beside it
     and the threads: a prompt scored alone and in a batch gets the same bits (as the float32 path's, see
     ``test_packed.py``)."""
-    torch.manual_seed(0)
-    w = torch.randint(-127, 128, (200, 576), dtype=torch.int8)
-    scale = torch.rand(200)
     x = torch.randn(8, 576)
-    alone = torch.cat([torch.ops.ollama_torch.int8_mm(x[i : i + 1], w, scale) for i in range(8)])
+    alone = torch.cat([op(x[i : i + 1]) for i in range(8)])
     threads = torch.get_num_threads()
     try:
         for count in (1, 2):
             torch.set_num_threads(count)
             for rows in range(1, 9):
-                assert torch.equal(torch.ops.ollama_torch.int8_mm(x[:rows], w, scale), alone[:rows]), (count, rows)
+                assert torch.equal(op(x[:rows]), alone[:rows]), (count, rows)
     finally:
         torch.set_num_threads(threads)
+
+
+@needs_kernel
+@pytest.mark.parametrize("k", [576, 100, 7])
+def test_the_f32_kernel_multiplies_rows_by_columns(k: int) -> None:
+    torch.manual_seed(0)
+    w = torch.randn(37, k)
+    for rows in range(1, 10):
+        x = torch.randn(rows, k)
+        got, expected = torch.ops.ollama_torch.f32_mm(x, w), (x.double() @ w.double().T).float()
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    with pytest.raises(RuntimeError, match="w must be a contiguous float32"):
+        torch.ops.ollama_torch.f32_mm(x, w.t())
+    with pytest.raises(RuntimeError, match="x is \\[M, 3\\] but w is"):
+        torch.ops.ollama_torch.f32_mm(torch.zeros(1, 3), w)
 
 
 @needs_kernel

@@ -1,5 +1,5 @@
-"""Float32 Linear layers on CPU (``engine/packed.py``): packed copies (MKL's or oneDNN's) for batched steps, and one
-compiled row multiplied in inductor's own loop."""
+"""Float32 Linear layers on CPU (``engine/packed.py``): packed copies (MKL's or oneDNN's) for batched steps, and
+compiled steps that read the weights once (our kernel, or inductor's own loop for one row)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ollama_torch.engine.cpuinfo import cpuinfo
+from ollama_torch.engine.native import f32_mm_available
 from ollama_torch.engine.packed import (
     PackedLinear,
     mkl_packing_available,
@@ -87,16 +88,20 @@ def _step(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("native", [False, *([True] if f32_mm_available() else [])])
 @pytest.mark.parametrize("rows", [1, 2, 4])
-def test_one_compiled_row_is_a_product_and_a_sum(rows: int, backend: str) -> None:
-    """A compiled step of one row multiplies in inductor's loop (no matmul in its graph), which reads the weights
-    once; more rows keep the matmul. Both give F.linear's result. Steps of up to half the batch compile ahead of
+def test_a_compiled_step_reads_the_weights_once(rows: int, backend: str, native: bool) -> None:
+    """A compiled step of up to ``NATIVE_ROWS`` rows calls our kernel where it is built (``native.py``: it reads the
+    weights once for all the rows); without it, one row multiplies in inductor's loop (no matmul in its graph)
+    and more rows keep the matmul. All give F.linear's result. Steps of up to half the batch compile ahead of
     time as the decode step does (``compiled.py``): none reads the packed copy, whose MKL layout dynamo cannot
     package."""
-    layer = PackedLinear(nn.Linear(64, 96), 8, backend)
+    layer = PackedLinear(nn.Linear(64, 96), 8, backend, native=None if native else False)
+    assert layer.native == native
     x = torch.randn(rows, 1, 64)
     ops = traced_ops(layer, x)
-    assert ("linear" in ops or "addmm" in ops) == (rows > 1), ops
+    assert ("ollama_torch.f32_mm" in ops) == native, ops
+    assert ("linear" in ops or "addmm" in ops) == (rows > 1 and not native), ops
     ahead: Any = torch.compile(_step, fullgraph=True, options={"guard_filter_fn": torch.compiler.keep_portable_guards_unsafe})
     with torch.inference_mode():
         got = ahead.aot_compile(((layer, x), {}))(layer, x)

@@ -21,7 +21,7 @@ namespace {
 using ollama_torch_kernels::hsum;
 #endif
 
-constexpr int64_t kColumns = 16;  // the unit of work a thread takes: columns [16b, 16b + 16)
+using ollama_torch_kernels::kColumns;
 constexpr int64_t kChunk = 64;     // groups whose scales and mins are widened to float32 at a time
 
 // float16 -> float32 for n values, n a multiple of 8 (the rows of scales and mins are padded to one)

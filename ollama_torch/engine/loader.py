@@ -30,6 +30,7 @@ from .quantized import (
     bfloat16_is_native,
     cast_unquantized,
     compute_dtype,
+    int4_checkpoint,
     int4_native_available,
     prepare_for_cpu,
     quantize_head_for_cpu,
@@ -244,7 +245,7 @@ def load_model(stored: StoredModel, settings: Settings, store: ModelStore) -> Lo
         else:
             auto = transformers.AutoModelForCausalLM
         # 4-bit layers keep the stored layout where our kernel runs them (swapped below)
-        own_int4 = device.type == "cpu" and int4_native_available()
+        own_int4 = device.type == "cpu" and int4_checkpoint(directory) and int4_native_available()
         with stored_layout() if own_int4 else contextlib.nullcontext():
             try:
                 model = auto.from_pretrained(str(directory), **kwargs)

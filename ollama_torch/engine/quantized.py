@@ -22,7 +22,9 @@ does: in a small model it is the largest matrix left.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -216,6 +218,17 @@ def int4_native_available() -> bool:
     from .native import int4_mm_available
 
     return not bfloat16_is_native() and int4_mm_available()
+
+
+def int4_checkpoint(directory: Path) -> bool:
+    """Whether the checkpoint in ``directory`` holds ``converters.int4`` layers (its config.json's
+    ``quantization_config``): only then does a load build or load the int4 kernel."""
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    return isinstance(quantization, dict) and quantization.get("quant_method") == "ollama_int4"
 
 
 def _padded(t: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ decode-step kernels of 8-bit and 4-bit layers."""
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from ollama_torch.engine.quantized import (
     Int4WeightLinear,
     Int8WeightLinear,
     block_order,
+    int4_checkpoint,
     swap_int4_for_cpu,
 )
 from tests.traced import traced_ops
@@ -286,3 +288,14 @@ def test_int4_layers_loaded_in_the_stored_layout_are_swapped_or_prepared() -> No
     model = torch.nn.Sequential(stored(64, 32), stored(72, 24))
     assert swap_int4_for_cpu(model) == 1
     assert isinstance(model[0], Int4WeightLinear) and isinstance(model[1], Int4Linear) and model[1].packed_for_cpu
+
+
+def test_only_an_int4_checkpoint_loads_the_int4_kernel(tmp_path: Path) -> None:
+    """The loader builds or loads the int4 kernel for checkpoints that hold int4 layers, not for every model."""
+    assert not int4_checkpoint(tmp_path)  # no config.json
+    for config, expected in [({"quantization_config": {"quant_method": "ollama_int4", "group_size": 32}}, True),
+                             ({"quantization_config": {"quant_method": "bitsandbytes"}}, False), ({}, False), ([], False)]:
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        assert int4_checkpoint(tmp_path) == expected, config
+    (tmp_path / "config.json").write_text("{not json")
+    assert not int4_checkpoint(tmp_path)

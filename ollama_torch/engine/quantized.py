@@ -18,6 +18,10 @@ weights at twice the speed of either. Without it, inside a compiled CPU decode s
 fuses into one loop per layer that converts the int8 weights as it reads them (``Int8WeightLinear``). The 16-bit
 output head of a quantized model is quantized to 8 bits on the CPU too (``quantize_head_for_cpu``), as llama.cpp
 does: in a small model it is the largest matrix left.
+
+Our int4 layers (``Q4_K_M``/``Q4_K_S``, ``converters.int4``) load in their stored layout on a CPU without bfloat16
+arithmetic, where our own kernel is built (``Int4WeightLinear``, ``native.py``): PyTorch's int4 kernel takes only
+bfloat16 rows. Elsewhere they are prepared for PyTorch's kernels as they load (``Int4Linear.prepare``).
 """
 
 from __future__ import annotations

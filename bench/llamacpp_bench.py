@@ -21,7 +21,7 @@ eager, minutes apart, is not corrected so.) Without llama-cpp-python the section
 Then the same models again with the compiled decode step (``OLLAMA_TORCH_COMPILE=1``, engine/compiled.py): a
 server with an empty compile cache loads each (the load compiles: its ``load_duration``), and a restarted server
 loads each again, with the steps the first saved (checked in its log), and measures one stream (llama.cpp again
-around it) and 4 (on a CPU batches of 1, 2 and 4 rows run compiled). The restarted server is what every load after
+around it) and 4 (on a CPU batches of 1, 2 and 4 rows run compiled, and 8 where the packing is oneDNN's). The restarted server is what every load after
 the first runs: a step loaded from its file, not the one just compiled in the process (the two differed: float32
 at 4 rows ran 113 tok/s just compiled and 50 loaded, before the float32 kernel).
 
@@ -237,8 +237,8 @@ def main() -> int:
     if not args.no_compile:
         lines += [
             "",
-            "With the compiled decode step (`OLLAMA_TORCH_COMPILE=1`; on a CPU it runs batches of 1, 2 and 4 rows, so 8 "
-            "streams run eager, as above; 4 streams compiled are against our 4 eager streams, measured beside the 8). "
+            "With the compiled decode step (`OLLAMA_TORCH_COMPILE=1`; on a CPU it runs batches of 1, 2 and 4 rows, and 8 "
+            "where the packing is oneDNN's (AMD); the 8 streams above are eager; 4 streams compiled are against our 4 eager streams, measured beside the 8). "
             "First load: a server with an empty compile cache (the load compiles the three steps and saves them); after "
             "a restart: a new server process loading the same model, whose load loads the step the first saved in "
             "`<models>/compiled` (target: under 10 s). The rates are the restarted server's, which every load after "

@@ -14,7 +14,7 @@ layers take 4.9 ms at one row against its 9.3. ``ollama_torch::f32_mm`` (``kerne
 with float32 weights, for the compiled steps of float32 models (``packed.PackedLinear``), where MKL's sgemm of a
 few rows read the weights at a third of the memory's speed.
 
-Each is built with the C++ compiler inductor uses (``compiled.cpp_compiler``), against torch's own headers and
+Each is built with the C++ compiler inductor uses (``cpp_compiler``), against torch's own headers and
 libraries (8-12 s), once per source (with ``kernels/common.h``), torch version, compiler and CPU (``-march=native``), into
 ``$XDG_CACHE_HOME/ollama-torch/kernels`` (default ``~/.cache``); later processes load the file. Only on x86-64
 CPUs with AVX2, FMA and F16C; elsewhere, with no compiler, or when the build fails (logged once), the callers keep
@@ -41,6 +41,16 @@ log = logging.getLogger(__name__)
 KERNELS = Path(__file__).parent / "kernels"
 _lock = threading.Lock()
 _loaded: dict[str, bool] = {}  # source file name -> whether its operators are usable in this process
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler inductor builds CPU kernels with (``CXX``, else g++), or ``None`` where there is none."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        return get_cpp_compiler()
+    except Exception:
+        return None
 
 
 def kernels_dir() -> Path:
@@ -74,8 +84,6 @@ def _available(source: str) -> bool:
 def _load(source: Path) -> bool:
     if platform.machine() not in ("x86_64", "AMD64") or not {"avx2", "fma", "f16c"} <= cpu_flags():
         return False
-    from .compiled import cpp_compiler
-
     cxx = cpp_compiler()
     if cxx is None:
         log.info("no C++ compiler: %s is not built and PyTorch's kernels run instead", source.name)

@@ -33,13 +33,13 @@ from .compiled import (
     BACKGROUND_COMPILE,
     CompiledDecode,
     buckets_for,
-    cpp_compiler,
     use_cache_dir,
     versioned_dir,
 )
 from .loader import LoadedModel
 from .logprobs import TokenBytes, batch_logprobs, entry_from_row
 from .lora import routed
+from .native import cpp_compiler
 from .prefix_cache import PrefixCache
 from .prompt_scoring import prefill_groups, score_prompt
 from .requests import DoneEvent, ErrorEvent, GenerationRequest, PromptEvent, TextEvent

@@ -15,8 +15,8 @@ import torch
 
 from converters.int4 import Int4Linear, dequantize, quantize_int4
 from ollama_torch.engine import native
-from ollama_torch.engine.compiled import cpp_compiler
 from ollama_torch.engine.cpuinfo import cpu_flags
+from ollama_torch.engine.native import cpp_compiler
 from ollama_torch.engine.quantized import (
     INT4_NATIVE_ROWS,
     NATIVE_ROWS,

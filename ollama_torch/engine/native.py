@@ -23,6 +23,7 @@ PyTorch's kernels.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -97,6 +98,12 @@ def _load(source: Path) -> bool:
     return True
 
 
+@functools.cache
+def _compiler_version(cxx: str) -> str:
+    """What ``cxx --version`` prints: part of every kernel's build key, asked once per process."""
+    return subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
+
+
 def _build(source: Path, cxx: str) -> Path:
     """The shared library of ``source`` for this torch, compiler and CPU, built unless it exists."""
     torch_dir = Path(torch.__file__).parent
@@ -105,7 +112,7 @@ def _build(source: Path, cxx: str) -> Path:
         "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++20", "-w",
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
     ]
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
+    version = _compiler_version(cxx)
     headers = [h.read_bytes() for h in sorted(source.parent.glob("*.h"))]
     key = hashlib.sha256(repr((source.read_bytes(), headers, torch.__version__, str(torch_dir), cxx, version, flags,
                                sorted(cpu_flags()))).encode()).hexdigest()[:24]

@@ -129,9 +129,10 @@ def _physical_memory() -> int:
         return 0
 
 
-def pack_linears(model: nn.Module, rows: int, memory_fraction: float = 0.25) -> int:
+def pack_linears(model: nn.Module, rows: int, memory_fraction: float = 0.25, native: bool | None = None) -> int:
     """Replace the model's plain float32 CPU ``nn.Linear`` layers by ``PackedLinear``; returns the bytes the
-    packed copies take (0 when nothing was packed). The layers get no packed copy for a single-row batch,
+    packed copies take (0 when nothing was packed). ``native``: as ``PackedLinear``'s (``False`` where no step
+    is compiled: the kernel is then not built or loaded). The layers get no packed copy for a single-row batch,
     without MKL or oneDNN (``packing_backend``), or when the copies would take more than ``memory_fraction`` of
     physical memory."""
     targets = [
@@ -147,7 +148,7 @@ def pack_linears(model: nn.Module, rows: int, memory_fraction: float = 0.25) -> 
         log.info("not packing weights for batched decode: %.0f MiB of copies", extra / 2**20)
         backend = ""
     for parent, name, child in targets:
-        setattr(parent, name, PackedLinear(child, rows, backend))
+        setattr(parent, name, PackedLinear(child, rows, backend, native=native))
     if not (targets and backend):
         return 0
     log.info("packed %d linear layers for %d-row decode steps (%s, %.0f MiB)", len(targets), rows, backend, extra / 2**20)

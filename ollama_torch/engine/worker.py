@@ -87,7 +87,8 @@ class ModelWorker:
         if loaded.device.type == "cpu":  # float32 layers: packed copies for batched steps, one-row compiled steps
             from .packed import pack_linears
 
-            loaded.size_bytes += pack_linears(loaded.model, self.max_rows)
+            # our float32 kernel runs in compiled steps only: eager-only workers do not build or load it
+            loaded.size_bytes += pack_linears(loaded.model, self.max_rows, native=None if compile_dir is not None else False)
         self.inbox: queue.SimpleQueue[GenerationRequest] = queue.SimpleQueue()
         self.waiting: deque[_Seq] = deque()
         self.rows: list[_Seq] = []

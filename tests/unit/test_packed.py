@@ -106,3 +106,13 @@ def test_a_compiled_step_reads_the_weights_once(rows: int, backend: str, native:
     with torch.inference_mode():
         got = ahead.aot_compile(((layer, x), {}))(layer, x)
     torch.testing.assert_close(got, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+
+
+def test_an_eager_only_model_does_not_ask_for_the_kernel() -> None:
+    """``native=False`` (a worker that compiles nothing) leaves every layer off our kernel; the default takes it
+    where it is built."""
+    eager, compiled = _model(), _model()
+    pack_linears(eager, 8, native=False)
+    pack_linears(compiled, 8)
+    assert not any(m.native for m in eager.modules() if isinstance(m, PackedLinear))
+    assert all(m.native == f32_mm_available() for m in compiled.modules() if isinstance(m, PackedLinear))

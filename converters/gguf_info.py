@@ -72,6 +72,8 @@ class GGUFTensor:
     name: str
     type: str
     shape: list[int]
+    ggml_type: int = -1  # the numeric ``ggml_type``; ``type`` is its name
+    offset: int = 0  # of the data, from the start of the data section (``GGUFInfo.data_start``)
 
     @property
     def n_elements(self) -> int:
@@ -97,6 +99,8 @@ class GGUFInfo:
     chat_template: str | None = None
     general_type: str = "model"
     capabilities: list[str] = field(default_factory=list)
+    data_start: int = 0  # file offset of the data section (after the tensor table, aligned)
+    big_endian: bool = False
 
 
 class _Header:
@@ -208,9 +212,15 @@ def _parse(buf: mmap.mmap) -> GGUFInfo:
             raise ValueError(f"invalid GGUF file: tensor {name!r} has {n_dims} dimensions")
         shape = [h.scalar("Q", 8) for _ in range(n_dims)]
         ggml_type = h.scalar("I", 4)
-        h.scalar("Q", 8)  # offset into the data section: not needed without the data
-        tensors.append(GGUFTensor(name, tensor_type_name(ggml_type), shape))
-    return _derive(metadata, tensors)
+        offset = h.scalar("Q", 8)
+        tensors.append(GGUFTensor(name, tensor_type_name(ggml_type), shape, ggml_type, offset))
+    info = _derive(metadata, tensors)
+    alignment = metadata.get("general.alignment", 32)
+    if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0:
+        alignment = 32
+    info.data_start = -(-h.pos // alignment) * alignment
+    info.big_endian = endian == ">"
+    return info
 
 
 def _derive(metadata: dict[str, Any], tensors: list[GGUFTensor]) -> GGUFInfo:

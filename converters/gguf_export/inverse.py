@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..gguf_data import TensorData, gguf_tensors
 from .errors import UnsupportedExport
 from .writer import Progress, Source, plan
 
@@ -31,7 +32,7 @@ _WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth")
 def derive_hf(gguf_path: Path, src: Source, out_dir: Path, progress: Progress | None = None) -> Path:
     """Write the Hugging Face form of ``gguf_path`` (exported from ``src``) to ``out_dir``; returns it."""
     import torch
-    from gguf import GGUFReader, dequantize
+    from gguf import dequantize
 
     from ..gguf_to_hf import _ShardWriter
 
@@ -39,10 +40,10 @@ def derive_hf(gguf_path: Path, src: Source, out_dir: Path, progress: Progress | 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        reader = GGUFReader(gguf_path)
-        by_name = {t.name: t for t in reader.tensors}
-        quantized = any(t.tensor_type.name not in ("F32", "F16", "BF16") for t in reader.tensors if len(t.shape) > 1)
-        dtype = torch.float32 if quantized else {"F16": torch.float16, "BF16": torch.bfloat16}.get(_main_type(reader), torch.float32)
+        tensors = gguf_tensors(gguf_path)
+        by_name = {t.name: t for t in tensors}
+        quantized = any(t.tensor_type.name not in ("F32", "F16", "BF16") for t in tensors if t.data.ndim > 1)
+        dtype = torch.float32 if quantized else {"F16": torch.float16, "BF16": torch.bfloat16}.get(_main_type(tensors), torch.float32)
         writer = _ShardWriter(tmp, 1 << 30)
         groups = plan(src)
         written: set[str] = set()
@@ -71,8 +72,8 @@ def derive_hf(gguf_path: Path, src: Source, out_dir: Path, progress: Progress | 
     return out_dir
 
 
-def _main_type(reader: Any) -> str:
-    types = [t.tensor_type.name for t in reader.tensors if len(t.shape) > 1]
+def _main_type(tensors: list[TensorData]) -> str:
+    types = [t.tensor_type.name for t in tensors if t.data.ndim > 1]
     return max(set(types), key=types.count) if types else "F32"
 
 

@@ -79,6 +79,7 @@ def converted(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     assert calls[0] == (0, total) and calls[-1] == (total, total)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)  # monotonic
     assert {t for _, t in calls} == {total} and total == 272 + 2
+    assert_library_functions_are_their_own()
     return out
 
 
@@ -214,6 +215,31 @@ def test_cancelled_conversion_leaves_nothing(smollm2_gguf: Path, tmp_path: Path)
         convert_gguf_to_hf(smollm2_gguf, out, progress=progress, max_shard_bytes=1 << 20)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+    assert_library_functions_are_their_own()
+
+
+def assert_library_functions_are_their_own() -> None:
+    """The conversion swaps two library functions for the length of a call (``_parsed_once``,
+    ``_one_name_map``); afterwards they are the libraries' own again."""
+    import gguf
+    import transformers.modeling_gguf_pytorch_utils as hf_gguf
+
+    assert hf_gguf.load_gguf_checkpoint.__module__ == "transformers.modeling_gguf_pytorch_utils"
+    assert gguf.get_tensor_name_map.__module__ == "gguf.tensor_mapping"
+    assert not hasattr(gguf.get_tensor_name_map, "cache_info")
+
+
+def test_a_swap_is_undone_when_its_block_raises(smollm2_gguf: Path) -> None:
+    from converters.gguf_to_hf import _one_name_map, _parsed_once
+
+    with pytest.raises(Cancelled), _one_name_map(), _parsed_once(smollm2_gguf, {"config": {"model_type": "llama"}}):
+        import gguf
+        import transformers.modeling_gguf_pytorch_utils as hf_gguf
+
+        assert hf_gguf.load_gguf_checkpoint(str(smollm2_gguf))["config"] == {"model_type": "llama"}
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+        raise Cancelled
+    assert_library_functions_are_their_own()
 
 
 # -- refusals (fast: nothing is converted) ------------------------------------------------------------------

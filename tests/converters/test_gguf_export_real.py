@@ -25,12 +25,8 @@ WINDOW = 1024
 
 
 @pytest.fixture(scope="module")
-def smollm2_dir(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from converters.gguf_to_hf import convert_gguf_to_hf
-
-    out = tmp_path_factory.mktemp("smollm2") / "f32"
-    convert_gguf_to_hf(smollm2_gguf, out)
-    return out
+def smollm2_dir(smollm2_hf_dir: Path) -> Path:
+    return smollm2_hf_dir
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,8 @@ GREEDY = {"temperature": 0, "num_predict": 24, "seed": 0}
 
 
 @pytest.fixture(scope="module")
-def source(client: ollama.Client, smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    from converters.gguf_to_hf import convert_gguf_to_hf
-
-    out = tmp_path_factory.mktemp("smollm2") / "f32"
-    convert_gguf_to_hf(smollm2_gguf, out)
-    client.create(model="smol-f32", files=upload_dir(client, out))
+def source(client: ollama.Client, smollm2_hf_dir: Path) -> str:
+    client.create(model="smol-f32", files=upload_dir(client, smollm2_hf_dir))
     return "smol-f32"
 
 

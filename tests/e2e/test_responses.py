@@ -25,7 +25,7 @@ from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
 
-QUESTION = "Why is the sky blue?"
+QUESTION = "What is the capital of France?"  # a short answer (8 tokens) that ends on its own
 WEATHER: Any = {"type": "function", "name": "get_weather", "description": "Current weather in a city", "strict": True,
                 "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 16}}, "required": ["city"]}}
 PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer", "minimum": 0, "maximum": 120}},

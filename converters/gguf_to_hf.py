@@ -173,16 +173,15 @@ def _parsed_once(gguf_path: Path, parsed: dict[str, Any]) -> contextlib.Abstract
     """Inside the block, ``load_gguf_checkpoint(gguf_path)`` without tensors (what ``AutoTokenizer`` calls for
     the config of most architectures) returns a copy of ``parsed``, the parse this conversion made, instead of
     parsing the whole header again with ``gguf.GGUFReader`` (4.3 s of SmolLM2's 25 s conversion). Other
-    files and calls go through unchanged."""
+    files and calls go through unchanged. ``parsed`` must not change while the block runs."""
     import transformers.modeling_gguf_pytorch_utils as hf_gguf
 
     target = os.path.realpath(gguf_path)
-    snapshot = copy.deepcopy(parsed)
 
     def wrap(load: Callable[..., Any]) -> Callable[..., Any]:
         def load_once(path: Any, return_tensors: bool = False, **kwargs: Any) -> Any:
             if not return_tensors and not any(kwargs.values()) and os.path.realpath(path) == target:
-                return copy.deepcopy(snapshot)
+                return copy.deepcopy(parsed)  # a copy per call: the caller may change it
             return load(path, return_tensors, **kwargs)
 
         return load_once

@@ -49,7 +49,11 @@ them (``compile_in_child``; one model at a time, ``BACKGROUND_COMPILE``) and the
 
 A grouped-query model's one-token attention is traced on its key/value heads (``_decode_attention``), as
 Transformers' eager step runs it: traced as Transformers writes it, it copied the window's keys and values to
-every query head first (SmolLM2 q8_0 on the AMD EPYC: 12.2 -> 10.8 ms a step).
+every query head first (SmolLM2 q8_0 on the AMD EPYC: 12.2 -> 10.8 ms a step). A float32 CPU step attends with our
+kernel (``ollama_torch::decode_attention``, native.py) where it is built: PyTorch's CPU attention took about 60 us a
+layer in the step over a window of a few hundred columns. With it and the wrapper's size checks gone, SmolLM2's
+float32 step on the 2-core EPYC (the steps timed alternately in one process) went from 23.3 to 21.2 ms at one
+row and from 55.8 to 49.7 ms at eight.
 
 On CUDA the step is compiled in memory at each load (``torch.compile`` with CUDA graphs; saving CUDA-graph
 steps has not been run on a GPU here), reusing inductor's cached kernels. Greedy tokens equal the eager
@@ -157,21 +161,34 @@ class _ColumnCache(Cache):
         super().__init__(layers=[_ColumnLayer(k, v, column, width) for k, v in zip(keys, values, strict=True)])
 
 
+# Whether ``ollama_torch::decode_attention`` (native.py) is loaded in this process: set by ``CompiledDecode`` on a CPU,
+# read by ``_decode_attention`` as the step is traced
+_own_attention = False
+
+
 def _decode_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """Transformers' SDPA attention, except that a compiled one-token step of a grouped-query model attends on the
-    key/value heads, its query heads folded into the query length, as Transformers' own eager step does
-    (``pack_gqa``, which it skips under dynamo): traced as it is, each layer copied its keys and values to every
-    query head (``repeat_kv``: SmolLM2's 3 heads to 9, over the whole window) and attended over the copies."""
+    """Transformers' SDPA attention, except in a compiled one-token step. There a float32 CPU model attends with our
+    kernel (``ollama_torch::decode_attention``, where PyTorch's CPU attention spent about 60 us a layer on a window of a
+    few dozen columns), and a grouped-query model otherwise attends on the key/value heads, its query heads folded
+    into the query length, as Transformers' own eager step does (``pack_gqa``, which it skips under dynamo): traced as
+    it is, each layer copied its keys and values to every query head (``repeat_kv``: SmolLM2's 3 heads to 9, over the
+    whole window) and attended over the copies. Both take the query heads of a key/value head side by side."""
     groups = getattr(module, "num_key_value_groups", 1)
-    if (torch.compiler.is_compiling() and groups > 1 and query.shape[2] == 1 and kwargs.get("position_bias") is None
+    if (torch.compiler.is_compiling() and query.shape[2] == 1 and kwargs.get("position_bias") is None
             and kwargs.get("softcap") is None and not kwargs.get("output_attentions")
             and (attention_mask is None or attention_mask.shape[1] == attention_mask.shape[2] == 1)):
         rows, heads, _, dim = query.shape
-        out = torch.nn.functional.scaled_dot_product_attention(
-            query.reshape(rows, heads // groups, groups, dim), key, value, attn_mask=attention_mask,
-            dropout_p=0.0, scale=kwargs.get("scaling"))
-        return out.reshape(rows, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
+        grouped = query.reshape(rows, heads // groups, groups, dim)
+        if (_own_attention and query.device.type == "cpu" and attention_mask is not None
+                and query.dtype == key.dtype == value.dtype == attention_mask.dtype == torch.float32):
+            out = torch.ops.ollama_torch.decode_attention(grouped.contiguous(), key, value, attention_mask,
+                                                          kwargs.get("scaling") or dim ** -0.5)
+            return out.reshape(rows, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
+        if groups > 1:
+            out = torch.nn.functional.scaled_dot_product_attention(
+                grouped, key, value, attn_mask=attention_mask, dropout_p=0.0, scale=kwargs.get("scaling"))
+            return out.reshape(rows, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
@@ -222,6 +239,7 @@ def artifact_key(model: Any, device: torch.device, rows: int, threads: int) -> s
         config.pop(name, None)
     parts: list[object] = [
         torch.__version__, transformers.__version__, device.type, rows, threads, str(pick_vec_isa()),
+        _own_attention and device.type == "cpu",
         type(model).__module__, type(model).__qualname__, getattr(model.config, "_attn_implementation", None),
         json.dumps(config, sort_keys=True, default=str),
     ]
@@ -260,6 +278,10 @@ class CompiledDecode:
         ``threads``: the intra-op thread count the CPU kernels are compiled for and run with (default: the
         calling thread's torch count)."""
         _install_decode_attention()
+        if device.type == "cpu" and not _own_attention:
+            from .native import decode_attention_available
+
+            globals()["_own_attention"] = decode_attention_available()
         self.model = model
         self.device = device
         self.buckets = frozenset(buckets)
@@ -358,7 +380,10 @@ class CompiledDecode:
                 _forward, fullgraph=True, options={"guard_filter_fn": _no_guards})
             import torch._inductor.config as inductor_config
 
-            with inductor_config.patch({"cpp.threads": self.threads}):  # the count the key names, whatever thread compiles
+            # cpp.threads: the count the key names, whatever thread compiles. size_asserts: the wrapper checks the
+            # shape and strides of every input and extern kernel's output at every call (578 checks a step for
+            # SmolLM2, about 1 ms of its 21), which the key and the inputs this module builds make redundant
+            with inductor_config.patch({"cpp.threads": self.threads, "size_asserts": False}):
                 compiled = ahead.aot_compile((inputs, {}))
         except Exception as exc:  # an architecture dynamo cannot package: compile it in memory at every load
             log.warning("the decode step cannot be compiled ahead of time (%s: %s); compiling it in memory",

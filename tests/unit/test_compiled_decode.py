@@ -405,21 +405,30 @@ def test_the_window_follows_the_rows_not_the_capacity() -> None:
     assert cache.capacity == 4096 and cache.static_window() == 256
 
 
-def test_a_compiled_one_token_step_attends_on_the_key_value_heads() -> None:
-    """Under dynamo, a grouped-query layer's one-token attention folds its query heads into the query length and
-    attends on the key/value heads (no ``repeat_kv`` copy of the window), giving what attention over the copies
-    gives; with several query tokens it is Transformers' own."""
+@pytest.mark.parametrize("own", [False, True], ids=["sdpa", "own-kernel"])
+def test_a_compiled_one_token_step_attends_on_the_key_value_heads(own: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under dynamo, a grouped-query layer's one-token attention folds its query heads next to their key/value
+    head and attends on the key/value heads (no ``repeat_kv`` copy of the window), with PyTorch's SDPA or, where it
+    is loaded (a float32 CPU step), our kernel, giving what attention over the copies gives; with several query
+    tokens it is Transformers' own."""
     from torch import nn
     from transformers.integrations.sdpa_attention import repeat_kv
 
+    from ollama_torch.engine import compiled
     from ollama_torch.engine.compiled import _decode_attention
+    from ollama_torch.engine.native import decode_attention_available
 
+    if own and not decode_attention_available():
+        pytest.skip("the native kernels are built on x86-64 CPUs with AVX2 and FMA only")
+    monkeypatch.setattr(compiled, "_own_attention", own)
     module = nn.Module()
     module.num_key_value_groups, module.is_causal = 3, True
     torch.manual_seed(0)
     keys, values = torch.randn(2, 3, 20, 16), torch.randn(2, 3, 20, 16)
     mask = torch.zeros(2, 1, 1, 20)
     mask[0, ..., :5] = float("-inf")  # a row whose first columns are not its own
+    attention_ops = (torch.nn.functional.scaled_dot_product_attention, torch.ops.ollama_torch.decode_attention.default,
+                     torch.ops.ollama_torch.decode_attention) if own else (torch.nn.functional.scaled_dot_product_attention,)
     for length in (1, 4):
         query = torch.randn(2, 9, length, 16)
         m = mask.expand(2, 1, length, 20)
@@ -427,16 +436,17 @@ def test_a_compiled_one_token_step_attends_on_the_key_value_heads() -> None:
         def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
             return _decode_attention(module, q, k, v, m, scaling=0.25)[0]
 
-        heads: list[int] = []  # the key heads the traced graph's attention is handed
+        heads: list[tuple[Any, int]] = []  # the attention the traced graph calls, and the key heads it is handed
 
-        def record(gm: torch.fx.GraphModule, example_inputs: Any, heads: list[int] = heads) -> Any:
-            heads.extend(n.args[1].meta["example_value"].shape[1] for n in gm.graph.nodes
-                         if n.target is torch.nn.functional.scaled_dot_product_attention)
+        def record(gm: torch.fx.GraphModule, example_inputs: Any, heads: list[tuple[Any, int]] = heads) -> Any:
+            heads.extend((n.target, n.args[1].meta["example_value"].shape[1]) for n in gm.graph.nodes
+                         if n.target in attention_ops)
             return gm.forward
 
         torch._dynamo.reset()
         torch.compile(attend, backend=record, fullgraph=True)(query, keys, values, m)
-        assert heads == [3 if length == 1 else 9]
+        assert [h for _, h in heads] == [3 if length == 1 else 9]
+        assert (heads[0][0] is not torch.nn.functional.scaled_dot_product_attention) == (own and length == 1)
         expected = torch.nn.functional.scaled_dot_product_attention(
             query, repeat_kv(keys, 3), repeat_kv(values, 3), attn_mask=m, scale=0.25).transpose(1, 2)
         torch._dynamo.reset()

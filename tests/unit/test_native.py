@@ -1,5 +1,6 @@
 """Our own C++ operators (``engine/native.py``): ``ollama_torch::int8_mm`` and ``ollama_torch::int4_mm``, the
-decode-step kernels of 8-bit and 4-bit layers."""
+decode-step kernels of 8-bit and 4-bit layers, ``ollama_torch::f32_mm`` and ``ollama_torch::decode_attention``, those
+of float32 compiled steps."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_the_kernel_is_built_wherever_it_can_be() -> None:
     """Where the CPU has AVX2 and FMA and a compiler is installed (CI's machines), the kernel builds and loads; an
     8-bit layer made there uses it."""
     assert native.int8_mm_available() == CAN_BUILD
-    assert native.int4_mm_available() == native.f32_mm_available() == CAN_BUILD
+    assert native.int4_mm_available() == native.f32_mm_available() == native.decode_attention_available() == CAN_BUILD
     layer = Int8WeightLinear(torch.randint(-127, 128, (8, 64), dtype=torch.int8), torch.ones(8), None)
     assert layer.native == CAN_BUILD and layer.interleaved == (not CAN_BUILD)
 
@@ -103,6 +104,58 @@ def test_the_f32_kernel_multiplies_rows_by_columns(k: int) -> None:
         torch.ops.ollama_torch.f32_mm(x, w.t())
     with pytest.raises(RuntimeError, match="x is \\[M, 3\\] but w is"):
         torch.ops.ollama_torch.f32_mm(torch.zeros(1, 3), w)
+
+
+@needs_kernel
+@pytest.mark.parametrize(("rows", "kv_heads", "groups", "dim", "window"), [
+    (1, 3, 3, 64, 37), (8, 3, 3, 64, 256), (2, 4, 1, 128, 5), (3, 2, 4, 72, 300), (1, 1, 2, 96, 8), (2, 2, 2, 8, 1),
+])
+def test_the_attention_kernel_is_sdpa_over_a_window(rows: int, kv_heads: int, groups: int, dim: int, window: int) -> None:
+    """One token's attention over a window of wider cache buffers (the step's strides), against PyTorch's SDPA in
+    float64: head sizes that are and are not multiples of its 8- and 64-column chunks, windows that are and are not
+    multiples of its 8 keys, masked columns (-inf and float32's lowest), a mask with a stride of its own, a row
+    whose every column is masked (zeros, as no column to attend to), and the same result whatever the threads."""
+    torch.manual_seed(0)
+    q = torch.randn(rows, kv_heads, groups, dim) * 2
+    keys, values = torch.randn(rows + 1, kv_heads, window + 9, dim), torch.randn(rows + 1, kv_heads, window + 9, dim)
+    k, v = keys[:rows].narrow(2, 0, window), values[:rows].narrow(2, 0, window)
+    wide = torch.zeros(rows, 1, 1, 2 * window)
+    mask = wide[..., ::2]  # stride 2
+    mask[..., : window // 3] = float("-inf")
+    mask[0, ..., -1] = torch.finfo(torch.float32).min
+    if rows > 1:
+        mask[-1] = float("-inf")
+    scale = dim ** -0.5
+    got = torch.ops.ollama_torch.decode_attention(q, k, v, mask, scale)
+    expected = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask.double(),
+                                                                scale=scale)
+    if rows > 1:  # SDPA's softmax of no column is NaN
+        assert bool((got[-1] == 0).all())
+        got, expected = got[:-1], expected[:-1]
+    torch.testing.assert_close(got, expected.float(), rtol=1e-5, atol=2e-6)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = torch.ops.ollama_torch.decode_attention(q, k, v, mask, scale)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(alone[: got.shape[0]], got)
+
+
+@needs_kernel
+def test_bad_attention_operands_are_errors_not_crashes() -> None:
+    q, kv, mask = torch.zeros(1, 2, 2, 16), torch.zeros(1, 2, 4, 16), torch.zeros(1, 1, 1, 4)
+    attention = torch.ops.ollama_torch.decode_attention
+    with pytest.raises(RuntimeError, match="q must be a contiguous float32"):
+        attention(q.double(), kv, kv, mask, 0.25)
+    with pytest.raises(RuntimeError, match="but k is"):
+        attention(q, torch.zeros(1, 3, 4, 16), kv, mask, 0.25)
+    with pytest.raises(RuntimeError, match="contiguous in their last dimension"):
+        attention(q, kv.transpose(2, 3).contiguous().transpose(2, 3)[..., :16], kv, mask, 0.25)
+    with pytest.raises(RuntimeError, match="mask must be a float32"):
+        attention(q, kv, kv, torch.zeros(1, 1, 1, 5), 0.25)
+    with pytest.raises(RuntimeError, match="an empty window"):
+        attention(q, kv[:, :, :0], kv[:, :, :0], mask[..., :0], 0.25)
 
 
 @needs_kernel

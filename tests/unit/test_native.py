@@ -33,6 +33,15 @@ CAN_BUILD = platform.machine() == "x86_64" and {"avx2", "fma", "f16c"} <= cpu_fl
 needs_kernel = pytest.mark.skipif(not CAN_BUILD, reason="the native kernels are built on x86-64 CPUs with AVX2 and FMA only")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _kernels_loaded() -> None:
+    """Every kernel loaded (built if need be) before any test calls it, whichever tests run."""
+    if CAN_BUILD:
+        for available in (native.int8_mm_available, native.int4_mm_available, native.f32_mm_available,
+                          native.decode_attention_available):
+            assert available()
+
+
 def test_the_kernel_is_built_wherever_it_can_be() -> None:
     """Where the CPU has AVX2 and FMA and a compiler is installed (CI's machines), the kernel builds and loads; an
     8-bit layer made there uses it."""
@@ -75,11 +84,12 @@ def _f32_op(x: torch.Tensor) -> torch.Tensor:
 
 @needs_kernel
 @pytest.mark.parametrize("op", [_int8_op, _f32_op])
-def test_a_rows_result_does_not_depend_on_the_batch_or_the_threads(op: Any) -> None:
+@pytest.mark.parametrize("k", [576, 100])
+def test_a_rows_result_does_not_depend_on_the_batch_or_the_threads(op: Any, k: int) -> None:
     """Each (row, column) has its own accumulator, the same operations in the same order whatever the rows beside it
-    and the threads: a prompt scored alone and in a batch gets the same bits (as the float32 path's, see
-    ``test_packed.py``)."""
-    x = torch.randn(8, 576)
+    (tiles of 1 to 4 rows) and the threads: a prompt scored alone and in a batch gets the same bits (as the float32
+    path's, see ``test_packed.py``), also where the width leaves a tail past the 8-weight chunks."""
+    x = torch.randn(8, k)
     alone = torch.cat([op(x[i : i + 1]) for i in range(8)])
     threads = torch.get_num_threads()
     try:

@@ -288,9 +288,12 @@ def compiled_pass(models: Path, tmp: Path, rows: list[dict[str, Any]], tokens: i
             client = ollama.Client(host=server.url, timeout=1200)
             for r in rows:
                 model = "smollm2-f32" if r["ours"] == "float32" else f"smollm2-f32:{r['ours'].lower()}"
-                started = time.perf_counter()
+                logged, started = len(server.log()), time.perf_counter()
                 client.generate(model=model, prompt="", keep_alive="10m")  # loads it (Ollama reports no load_duration here)
                 r[f"{attempt}_load"] = time.perf_counter() - started
+                for line in server.log()[logged:].splitlines():  # what the load spent its time on, in the run's output
+                    if " level=WARN" in line or "loaded" in line or "decode step" in line or "building" in line:
+                        print("   ", line[:240], flush=True)
                 if attempt == "warm":
                     stream_generate(server.url, PROMPTS[0], 16, model=model)  # warm up
                     r["theirs_compiled"] = [llama_cpp_decode(r["path"], chat_ids, tokens, threads)]

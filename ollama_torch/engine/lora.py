@@ -1,9 +1,11 @@
 """LoRA adapters on a loaded base model, several at once, each batch row with its own (PEFT's mixed-adapter
 batches, done here so it works over our packed and quantized linears too).
 
-Every module an adapter targets is wrapped once in a :class:`LoraHost`: ``y = base(x) + sum over the row's
-adapters of B(A(x)) * scaling``, computed as PEFT computes it (the adapter weights kept in float32 and the
-input cast to them, the sum cast back to the base's output dtype). Which rows use which adapters is a
+Every module an adapter targets gets one :class:`LoraHost`, whose forward becomes the module's own (an instance
+attribute: the module stays where it is in the model, so a compiled decode step, which reads each weight by its
+path in the module tree, still runs for rows without adapters): ``y = base(x) + sum over the row's adapters of
+B(A(x)) * scaling``, computed as PEFT computes it (the adapter weights kept in float32 and the input cast to them,
+the sum cast back to the base's output dtype). Which rows use which adapters is a
 :class:`Routing` set around each forward by the thread running it (a thread-local, so the generation worker
 and an embedder thread on the same weights never see each other's): for each adapter key, the batch
 positions (a device index tensor) it applies to. No routing, no adapter: the base model as it was.
@@ -79,16 +81,27 @@ def routed(adapter_sets: Sequence[tuple[str, ...]], device: torch.device) -> Ite
         _local.routing = previous
 
 
-class LoraHost(nn.Module):
-    """A module some adapter targets: its output plus each routed adapter's low-rank update."""
+class LoraHost:
+    """The adapters of a module some adapter targets: set as that module's forward (``host_of``), its own output
+    plus each routed adapter's low-rank update. (Put in the module's place in the tree, as it was, it broke the
+    compiled decode step of every later request: the step's code reads ``q_proj._parameters['weight']`` and the
+    like, and a wrapper has none, so the worker decoded eager from then on.)"""
 
     def __init__(self, base: nn.Module) -> None:
-        super().__init__()
         self.base = base
         self.lora: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]] = {}
+        self._own_forward = base.forward
+        base.__dict__["forward"] = self.forward  # the instance's own: nn.Module's call finds it before the class's
+        base.__dict__["_lora_host"] = self
+
+    @staticmethod
+    def host_of(base: nn.Module) -> LoraHost:
+        """``base``'s host, made (and set as its forward) on first use."""
+        host = base.__dict__.get("_lora_host")
+        return host if isinstance(host, LoraHost) else LoraHost(base)
 
     def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        out: torch.Tensor = self.base(x, *args, **kwargs)
+        out: torch.Tensor = self._own_forward(x, *args, **kwargs)
         routing = current_routing()
         if routing is None or not self.lora:
             return out
@@ -175,11 +188,7 @@ class AdapterRegistry:
     def _host(self, module: str) -> LoraHost:
         host = self._hosts.get(module)
         if host is None:
-            base = self.model.get_submodule(module)
-            host = base if isinstance(base, LoraHost) else LoraHost(base)
-            if host is not base:
-                self.model.set_submodule(module, host)
-            self._hosts[module] = host
+            host = self._hosts[module] = LoraHost.host_of(self.model.get_submodule(module))
         return host
 
 

@@ -169,6 +169,32 @@ def test_a_saved_step_is_loaded_by_the_next_load(model: Any, tmp_path: Path) -> 
     _steps_match(second, other, [3, 1, 4, 1, 5, 9, 2, 6], 300)
 
 
+def test_a_saved_step_still_runs_once_an_adapter_is_on_the_model(model: Any, tmp_path: Path) -> None:
+    """An adapter's host becomes the forward of the module it targets, the module tree as it was: the saved step
+    (whose code reads each weight by its path in the tree) decodes rows without adapters as before, and the eager
+    forward of a routed row adds the adapter's update. (When the host took the module's place in the tree, the
+    step failed with ``KeyError: 'weight'`` and the worker decoded eager from then on.)"""
+    from ollama_torch.engine.lora import LoraHost, routed
+
+    m = copy.deepcopy(model)
+    compiled = _warmed(m, tmp_path)
+    proj = m.get_submodule("model.layers.0.self_attn.q_proj")
+    host = LoraHost.host_of(proj)
+    assert LoraHost.host_of(proj) is host and m.get_submodule("model.layers.0.self_attn.q_proj") is proj
+    torch.manual_seed(1)
+    rank = 4
+    host.lora["k"] = (torch.randn(rank, proj.in_features), torch.randn(proj.out_features, rank), None, 0.5)
+    _steps_match(compiled, m, [3, 1, 4, 1, 5, 9, 2, 6], 20)
+    x = torch.randn(2, 3, proj.in_features)
+    with torch.inference_mode():
+        base = proj(x)
+        with routed([("k",), ()], torch.device("cpu")):
+            adapted = proj(x)
+    a, b, _, scaling = host.lora["k"]
+    torch.testing.assert_close(adapted[0], base[0] + (x[0] @ a.T @ b.T) * scaling, rtol=1e-4, atol=1e-4)
+    assert torch.equal(adapted[1], base[1])
+
+
 def test_a_saved_step_reads_a_window_narrower_than_the_buffers(model: Any, tmp_path: Path) -> None:
     """The buffers' capacity never shrinks, the window does (``static_window``): after a long request, rows
     read a window narrower than the buffers. The saved step, loaded as a restart loads it, decodes there as

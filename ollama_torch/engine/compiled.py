@@ -170,7 +170,7 @@ def _decode_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
                       attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """Transformers' SDPA attention, except in a compiled one-token step. There a float32 CPU model attends with our
     kernel (``ollama_torch::decode_attention``, where PyTorch's CPU attention spent about 60 us a layer on a window of a
-    few dozen columns), and a grouped-query model otherwise attends on the key/value heads, its query heads folded
+    few hundred columns), and a grouped-query model otherwise attends on the key/value heads, its query heads folded
     into the query length, as Transformers' own eager step does (``pack_gqa``, which it skips under dynamo): traced as
     it is, each layer copied its keys and values to every query head (``repeat_kv``: SmolLM2's 3 heads to 9, over the
     whole window) and attended over the copies. Both take the query heads of a key/value head side by side."""
@@ -181,7 +181,8 @@ def _decode_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
         rows, heads, _, dim = query.shape
         grouped = query.reshape(rows, heads // groups, groups, dim)
         if (_own_attention and query.device.type == "cpu" and attention_mask is not None
-                and query.dtype == key.dtype == value.dtype == attention_mask.dtype == torch.float32):
+                and query.dtype == key.dtype == value.dtype == attention_mask.dtype == torch.float32
+                and key.shape == value.shape and key.shape[-1] == dim):  # not where values are wider (MLA)
             out = torch.ops.ollama_torch.decode_attention(grouped.contiguous(), key, value, attention_mask,
                                                           kwargs.get("scaling") or dim ** -0.5)
             return out.reshape(rows, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
@@ -551,7 +552,7 @@ class CompiledDecode:
 def _no_guards(entries: Sequence[Any]) -> list[bool]:
     """Dynamo's guard filter for a step compiled ahead of time: keep none. A loaded step's guards are never
     checked (``disable_guard_check``: the key and the inputs this module builds are the check), but each one kept
-    is rebuilt when the file loads: about 1,300 for SmolLM2, half of a loaded step's load time."""
+    is rebuilt when the file loads: about 1,300 for SmolLM2, 0.3 s of a bucket's 0.7 s."""
     return [False] * len(entries)
 
 

@@ -278,11 +278,12 @@ class CompiledDecode:
         """``saved``: the directory a CPU step is saved in and loaded from (``None``: compiled in memory);
         ``threads``: the intra-op thread count the CPU kernels are compiled for and run with (default: the
         calling thread's torch count)."""
+        global _own_attention
         _install_decode_attention()
         if device.type == "cpu" and not _own_attention:
             from .native import decode_attention_available
 
-            globals()["_own_attention"] = decode_attention_available()
+            _own_attention = decode_attention_available()
         self.model = model
         self.device = device
         self.buckets = frozenset(buckets)

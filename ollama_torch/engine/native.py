@@ -14,7 +14,7 @@ layers take 4.9 ms at one row against its 9.3. ``ollama_torch::f32_mm`` (``kerne
 with float32 weights, for the compiled steps of float32 models (``packed.PackedLinear``), where MKL's sgemm of a
 few rows read the weights at a third of the memory's speed. ``ollama_torch::decode_attention``
 (``kernels/decode_attention.cpp``) is a float32 compiled step's attention of one token over the cache's window,
-where PyTorch's CPU attention took about 60 us a layer for a window of a few dozen columns.
+where PyTorch's CPU attention took about 60 us a layer for a window of a few hundred columns.
 
 Each is built with the C++ compiler inductor uses (``cpp_compiler``), against torch's own headers and
 libraries (8-12 s), once per source (with ``kernels/common.h``), torch version, compiler and CPU (``-march=native``), into

@@ -87,7 +87,7 @@ def _f32_op(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("k", [576, 100])
 def test_a_rows_result_does_not_depend_on_the_batch_or_the_threads(op: Any, k: int) -> None:
     """Each (row, column) has its own accumulator, the same operations in the same order whatever the rows beside it
-    (tiles of 1 to 4 rows) and the threads: a prompt scored alone and in a batch gets the same bits (as the float32
+    (two at a time, then a last one) and the threads: a prompt scored alone and in a batch gets the same bits (as the float32
     path's, see ``test_packed.py``), also where the width leaves a tail past the 8-weight chunks."""
     x = torch.randn(8, k)
     alone = torch.cat([op(x[i : i + 1]) for i in range(8)])

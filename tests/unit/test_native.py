@@ -86,16 +86,17 @@ def _f32_op(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("op", [_int8_op, _f32_op])
 @pytest.mark.parametrize("k", [576, 100])
 def test_a_rows_result_does_not_depend_on_the_batch_or_the_threads(op: Any, k: int) -> None:
-    """Each (row, column) has its own accumulator, the same operations in the same order whatever the rows beside it
-    (two at a time, then a last one) and the threads: a prompt scored alone and in a batch gets the same bits (as the float32
-    path's, see ``test_packed.py``), also where the width leaves a tail past the 8-weight chunks."""
-    x = torch.randn(8, k)
-    alone = torch.cat([op(x[i : i + 1]) for i in range(8)])
+    """Each (row, column) has its own accumulators, the same operations in the same order whatever the rows beside it
+    (the int8 kernel's two at a time, then a last one; the float32 kernel's tiles of 8, 4, 2 and 1) and the threads: a
+    prompt scored alone and in a batch gets the same bits (as the float32 path's, see ``test_packed.py``), also where
+    the width leaves a tail past the 8-weight chunks."""
+    x = torch.randn(15, k)
+    alone = torch.cat([op(x[i : i + 1]) for i in range(15)])
     threads = torch.get_num_threads()
     try:
         for count in (1, 2):
             torch.set_num_threads(count)
-            for rows in range(1, 9):
+            for rows in range(1, 16):
                 assert torch.equal(op(x[:rows]), alone[:rows]), (count, rows)
     finally:
         torch.set_num_threads(threads)

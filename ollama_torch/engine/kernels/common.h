@@ -1,7 +1,7 @@
 // What the kernels in this directory share: the headers, OT_AVX2 (whether this build targets a CPU with AVX2, FMA
 // and F16C: -march=native on one) and the horizontal sum of a vector. native.py builds each kernel with this
-// directory on the include path and keys its builds by this file too. Also the loop of the kernels whose weights
-// are one value per column (int8_mm, f32_mm): ``rows_times_columns``.
+// directory on the include path and keys its builds by this file too. Also the int8 kernel's loop
+// (``rows_times_columns``), written for any type of weights one value per column.
 #pragma once
 
 #include <ATen/Parallel.h>

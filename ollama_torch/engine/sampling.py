@@ -7,8 +7,9 @@ ones it drops to ``-inf``, so the candidates stay best-first and a row's result 
 
 :class:`BatchSampler` holds the sampling state of a model's running batch, one slot per batch row: the
 parameters as device tensors, the penalty counts (token -> occurrences in the row's last ``repeat_last_n``
-tokens, ``[rows, V]`` on the device, updated per accepted token rather than rebuilt each step) and the
-random generators. A seeded row draws from its own generator on the logits' device, one uniform number per
+tokens: a ``Counter`` per row on the host, updated per accepted token, from which a step sends the ``[rows, W]``
+ids and counts of the tokens in the windows; the penalties touch those ``W`` logits of a row, not its whole
+vocabulary) and the random generators. A seeded row draws from its own generator on the logits' device, one uniform number per
 step, so it samples the same text alone or in any batch; unseeded rows share one generator and one draw.
 Nothing here reads a device value on the host: the caller syncs once per step, on the chosen ids.
 
@@ -20,6 +21,7 @@ break the seeded guarantee). Requests share Ollama's default ``top_k``, so a ste
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,19 +34,24 @@ NEG_INF = float("-inf")
 
 # -- the filters: pure functions over one batch of rows ------------------------------------------------------
 def apply_penalties(
-    logits: torch.Tensor, counts: torch.Tensor, repeat: torch.Tensor, frequency: torch.Tensor, presence: torch.Tensor
+    logits: torch.Tensor, ids: torch.Tensor, counts: torch.Tensor, repeat: torch.Tensor, frequency: torch.Tensor,
+    presence: torch.Tensor,
 ) -> torch.Tensor:
-    """llama.cpp's penalties over ``logits`` [B, V] with ``counts`` [B, V] (occurrences in the window):
-    repeat (divide positive logits, multiply negative ones), then frequency (per occurrence) and presence
-    (once) for every token that occurred. Rows with repeat 1 and no frequency/presence penalty are unchanged.
-    Extreme penalties (1e-40, -1e38) must not turn into inf/NaN: NaN and -inf become -inf, +inf the largest
-    float."""
+    """llama.cpp's penalties, in place, over ``logits`` [B, V] at ``ids`` [B, W] (the tokens in each row's window,
+    each once) with ``counts`` [B, W] (their occurrences; 0 for padding, which must name a token of the row that is
+    not in its window): repeat (divide positive logits, multiply negative ones), then frequency (per occurrence)
+    and presence (once) for every token that occurred. Rows with repeat 1 and no frequency/presence penalty are
+    unchanged. Extreme penalties (1e-40, -1e38) must not turn into inf/NaN: NaN and -inf become -inf, +inf the
+    largest float. Returns ``logits``."""
+    values = logits.gather(1, ids)  # [B, W]
     counts = counts.to(logits.dtype)
-    present = counts > 0  # [B, V]
+    present = counts > 0
     repeat, frequency, presence = repeat[:, None], frequency[:, None], presence[:, None]
-    penalized = torch.where(logits <= 0, logits * repeat, logits / repeat)
-    out = torch.where(present, penalized, logits) - counts * frequency - present.to(logits.dtype) * presence
-    return keep_finite(out)
+    penalized = torch.where(values <= 0, values * repeat, values / repeat)
+    out = torch.where(present, penalized, values) - counts * frequency - present.to(logits.dtype) * presence
+    # a padding id appears several times in a row, each time with its own unchanged value: the same value whichever
+    # write lands last
+    return logits.scatter_(1, ids, keep_finite(out))
 
 
 def top_k_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,7 +186,7 @@ class BatchSampler:
         self.rows: list[RowSampling | None] = [None] * max_rows
         self.generators: list[torch.Generator | None] = [None] * max_rows
         self.params = torch.ones((len(_FLOAT_PARAMS), max_rows), dtype=torch.float32, device=device)  # [P, R]
-        self.counts: torch.Tensor | None = None  # [R, V] int32, allocated when a row first uses penalties
+        self.windows: list[Counter[int] | None] = [None] * max_rows  # penalized rows: token -> occurrences
         self.shared = torch.Generator(device=device)
         self.shared.manual_seed(_random_seed())
 
@@ -195,48 +202,36 @@ class BatchSampler:
         self.generators[row] = generator
         values = torch.tensor([getattr(sampling, name) for name in _FLOAT_PARAMS], dtype=torch.float32)
         self.params[:, row] = values.to(self.device)
-        if sampling.penalty_window > 0 and self.counts is None:
-            self.counts = torch.zeros((self.max_rows, self.vocab), dtype=torch.int32, device=self.device)
-        if self.counts is not None:
-            self.counts[row].zero_()
-            window = [t for t in history[len(history) - sampling.penalty_window :] if 0 <= t < self.vocab]
-            if sampling.penalty_window > 0 and window:
-                ids = torch.tensor(window, dtype=torch.long).to(self.device)
-                self.counts[row].index_add_(0, ids, torch.ones_like(ids, dtype=torch.int32))
+        self.windows[row] = None
+        if sampling.penalty_window > 0:
+            self.windows[row] = Counter(t for t in history[len(history) - sampling.penalty_window :] if 0 <= t < self.vocab)
 
     def move(self, src: int, dst: int) -> None:
         """Row ``src``'s state now belongs to row ``dst`` (the worker moved its last row into a freed one)."""
         self.rows[dst], self.generators[dst] = self.rows[src], self.generators[src]
         self.rows[src] = self.generators[src] = None
         self.params[:, dst] = self.params[:, src]
-        if self.counts is not None:
-            self.counts[dst] = self.counts[src]
+        self.windows[dst], self.windows[src] = self.windows[src], None
 
     def release(self, row: int) -> None:
         self.rows[row] = self.generators[row] = None
+        self.windows[row] = None
 
     def accept(self, rows: Sequence[int], tokens: Sequence[int], histories: Sequence[Sequence[int]]) -> None:
         """Each of ``rows`` took ``tokens`` after ``histories`` (its tokens before this one): count the new
         token, and stop counting the one that left its penalty window."""
-        if self.counts is None:
-            return
-        index_rows: list[int] = []
-        index_ids: list[int] = []
-        deltas: list[int] = []
         for row, token, history in zip(rows, tokens, histories, strict=True):
-            sampling = self.rows[row]
-            window = sampling.penalty_window if sampling is not None else 0
-            if window <= 0:
+            sampling, counts = self.rows[row], self.windows[row]
+            if sampling is None or counts is None:
                 continue
+            window = sampling.penalty_window
             leaving = history[len(history) - window] if len(history) >= window else -1
-            for tok, delta in ((token, 1), (leaving, -1)):
-                if 0 <= tok < self.vocab:
-                    index_rows.append(row)
-                    index_ids.append(tok)
-                    deltas.append(delta)
-        if index_rows:
-            where = (torch.tensor(index_rows).to(self.device), torch.tensor(index_ids).to(self.device))
-            self.counts.index_put_(where, torch.tensor(deltas, dtype=torch.int32).to(self.device), accumulate=True)
+            if 0 <= token < self.vocab:
+                counts[token] += 1
+            if 0 <= leaving < self.vocab:
+                counts[leaving] -= 1
+                if counts[leaving] <= 0:
+                    del counts[leaving]
 
     # -- one step ------------------------------------------------------------------------------------------
     def sample(self, rows: Sequence[int], logits: torch.Tensor) -> torch.Tensor:
@@ -247,8 +242,10 @@ class BatchSampler:
         select = _selector(rows, self.device)
         params = self.params[:, select]  # [P, n]
         temperature, top_p, min_p, typical_p, repeat, frequency, presence = params.unbind(0)
-        if self.counts is not None and any(s.penalty_window > 0 for s in slots):
-            logits = apply_penalties(logits, self.counts[select], repeat, frequency, presence)
+        windows = [self.windows[r] for r in rows]
+        if any(windows):
+            ids, counts = self._window_tensors(windows, logits.device)
+            logits = apply_penalties(logits, ids, counts, repeat, frequency, presence)
         chosen = torch.empty(n, dtype=torch.long, device=logits.device)
         groups: dict[int, list[int]] = {}
         for i, s in enumerate(slots):
@@ -267,6 +264,23 @@ class BatchSampler:
                 logits[at], width, top_p[at], min_p[at], typical_p[at], temperature[at], uniforms, filters=filters
             )
         return chosen
+
+    def _window_tensors(self, windows: Sequence[Counter[int] | None], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tokens in each row's penalty window and their counts, [n, W] each (W the most distinct tokens of a
+        row), sent to ``device`` in one copy; a row with fewer is padded with a token not in its window, count 0."""
+        width = max(len(w) for w in windows if w)
+        ids: list[int] = []
+        counts: list[int] = []
+        for window in windows:
+            window = window or Counter()
+            ids.extend(window)
+            counts.extend(window.values())
+            if len(window) < width:  # fewer distinct tokens than the vocabulary: one of the first ``width`` is free
+                ids.extend([next(t for t in range(width) if t not in window)] * (width - len(window)))
+                counts.extend([0] * (width - len(window)))
+        pinned = device.type == "cuda"  # a copy from pinned memory does not wait on the device's queue
+        both = torch.tensor([ids, counts], dtype=torch.long, pin_memory=pinned).to(device, non_blocking=pinned)
+        return both[0].view(len(windows), width), both[1].view(len(windows), width)
 
     def _row(self, row: int) -> RowSampling:
         sampling = self.rows[row]

@@ -100,10 +100,12 @@ def test_draw_is_the_inverse_cdf_and_never_takes_a_dropped_candidate(device: tor
 
 
 def test_penalties(device: torch.device) -> None:
+    """Over the window's tokens only (ids 0 and 1, padded with 3, count 0, twice: its value is unchanged)."""
     logits = torch.tensor([[2.0, -2.0, 1.0, 0.5]] * 3, device=device)
-    counts = torch.tensor([[2, 1, 0, 0]] * 3, device=device, dtype=torch.int32)
+    ids = torch.tensor([[0, 1, 3, 3]] * 3, device=device)
+    counts = torch.tensor([[2, 1, 0, 0]] * 3, device=device)
     out = apply_penalties(
-        logits, counts,
+        logits, ids, counts,
         repeat=torch.tensor([2.0, 1.0, 1.0], device=device),
         frequency=torch.tensor([0.0, 0.5, 0.0], device=device),
         presence=torch.tensor([0.0, 0.0, 0.25], device=device),
@@ -117,8 +119,9 @@ def test_penalties(device: torch.device) -> None:
 
 def test_extreme_penalties_stay_finite_or_minus_inf(device: torch.device) -> None:
     logits = torch.tensor([[2.0, -2.0, float("-inf")]], device=device)
-    out = apply_penalties(logits, torch.tensor([[1, 1, 1]], device=device), torch.tensor([1e-40], device=device),
-                          torch.tensor([-1e38], device=device), torch.tensor([0.0], device=device))
+    out = apply_penalties(logits, torch.tensor([[0, 1, 2]], device=device), torch.tensor([[1, 1, 1]], device=device),
+                          torch.tensor([1e-40], device=device), torch.tensor([-1e38], device=device),
+                          torch.tensor([0.0], device=device))
     assert not torch.isnan(out).any() and out[0, 2].item() == -INF and torch.isfinite(out[0, :2]).all()
 
 
@@ -198,8 +201,36 @@ def test_penalty_counts_follow_the_window(device: torch.device) -> None:
     assert sampler.sample([0], flat.clone()).item() == 3
     history = [0, 0, 1, 2, 3]
     sampler.accept([0], [3], [history[:-1]])  # window [1, 2, 3]: 0 left it
-    assert sampler.counts is not None and sampler.counts[0].cpu().tolist() == [0, 1, 1, 1]
+    assert sampler.windows[0] == {1: 1, 2: 1, 3: 1}
     assert sampler.sample([0], flat.clone()).item() == 0
+
+
+def test_a_batchs_penalties_equal_the_formula_over_the_whole_vocabulary(device: torch.device) -> None:
+    """The windows' tokens, padded per row (a row without penalties is all padding; one whose window holds the whole
+    vocabulary has none), penalized in place: the same bits as llama.cpp's formula applied to every logit with the
+    counts of the window (zero outside it), and the greedy picks follow."""
+    torch.manual_seed(0)
+    vocab = 50
+    rows = [replace(BASE, temperature=0.0, repeat_penalty=1.3, frequency_penalty=0.2, presence_penalty=0.1, penalty_window=8),
+            replace(BASE, temperature=0.0),
+            replace(BASE, temperature=0.0, repeat_penalty=0.7, penalty_window=64)]
+    histories = [torch.randint(0, vocab, (20,)).tolist(), [1, 2, 3], [5] * 30 + list(range(vocab))]
+    sampler = _sampler(device, rows, vocab, histories)
+    logits = torch.randn(3, vocab, device=device) * 3
+    counts = torch.zeros(3, vocab, device=device)
+    for i, (row, history) in enumerate(zip(rows, histories, strict=True)):
+        for token in history[len(history) - row.penalty_window :] if row.penalty_window else []:
+            counts[i, token] += 1
+    repeat, frequency, presence = (torch.tensor([getattr(r, name) for r in rows], device=device)[:, None]
+                                   for name in ("repeat_penalty", "frequency_penalty", "presence_penalty"))
+    present = counts > 0
+    penalized = torch.where(logits <= 0, logits * repeat, logits / repeat)
+    expected = torch.where(present, penalized, logits) - counts * frequency - present.float() * presence
+    ids, window_counts = sampler._window_tensors(sampler.windows[:3], device)
+    assert ids.shape == (3, vocab) and int(window_counts[2].min()) > 0 and int(window_counts[1].max()) == 0
+    got = apply_penalties(logits.clone(), ids, window_counts, repeat[:, 0], frequency[:, 0], presence[:, 0])
+    assert torch.equal(got, expected)
+    assert sampler.sample([0, 1, 2], logits.clone()).cpu().tolist() == expected.argmax(dim=-1).cpu().tolist()
 
 
 def test_moving_a_row_moves_its_state(device: torch.device) -> None:

@@ -3,7 +3,7 @@ its time in ``load_duration``), the step is saved in ``<models>/compiled/<versio
 (what other versions left there is removed) and a reload after an unload loads it, and every answer is Transformers' own greedy output: one stream decoding through the compiled step,
 and two streams together (a batch of two, compiled as its own bucket, then the longer one goes on alone,
 in the bucket of one, over the same cache), and the reloaded step after a long answer, on buffers wider than
-the next answer's window."""
+the next answer's window; a LoRA model on the same base leaves the base's batches on the compiled step."""
 
 from __future__ import annotations
 
@@ -78,6 +78,44 @@ def test_compiled_decode_gives_transformers_greedy_tokens(compiled_server: Serve
     assert len(list((models / "compiled").rglob("decode-*.pt2"))) == 2  # OLLAMA_NUM_PARALLEL=4: buckets 1 and 2
     assert not compiled_server.compiled_decode_fallback(), log
     assert "FutureWarning" not in log, log  # Transformers' deprecation of the cache argument we pass (loader.py)
+
+
+
+def test_an_adapter_on_the_resident_base_leaves_its_batches_compiled(compiled_server: ServerProcess, tiny_llama_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    """A LoRA model on the compiled base: its rows decode eager (PEFT's greedy tokens), the base's batches stay on the
+    compiled step once the adapter is on the shared model (its layers' ``forward`` routed, the module tree the step
+    was traced on unchanged: swapping modules broke the step and sent the model eager for good), alone and beside
+    an adapter row in a batch, and give Transformers' greedy tokens."""
+    from transformers import AutoTokenizer
+
+    from tests.lora_support import peft_greedy, train_lora
+
+    client = ollama.Client(host=compiled_server.url, timeout=600)
+    client.create(model="tiny-base", files=upload_dir(client, tiny_llama_dir))
+    adapter = train_lora(tiny_llama_dir, tmp_path / "qv", seed=5)
+    files = {p.name: client.create_blob(p) for p in sorted(adapter.iterdir()) if p.name.startswith("adapter_")}
+    client.create(model="tiny-lora", from_="tiny-base", adapters=files)
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    reference = greedy_reference(tiny_llama_dir)
+    prompt = "Once upon a time"
+    ids = list(tok(prompt)["input_ids"])
+
+    def run(model: str, n: int) -> list[int]:
+        done = client.generate(model=model, prompt=prompt, template="{{ .Prompt }}",
+                               options={"temperature": 0, "num_predict": n, "num_ctx": 1024})
+        assert done.context is not None
+        return list(done.context[len(ids):])
+
+    assert run("tiny-base", 30) == reference(prompt, 30)  # the base's steps compiled (or loaded) first
+    with_adapter = peft_greedy(tiny_llama_dir, [adapter], ids, 30)
+    assert with_adapter != reference(prompt, 30)  # the adapter really changes the output
+    assert run("tiny-lora", 30) == with_adapter
+    assert run("tiny-base", 30) == reference(prompt, 30)
+    with ThreadPoolExecutor(2) as pool:  # a batch of an adapter row and a base row, then the base alone
+        lora, base = pool.submit(run, "tiny-lora", 20), pool.submit(run, "tiny-base", 60)
+        assert (lora.result(), base.result()) == (with_adapter[:20], reference(prompt, 60))
+    assert not compiled_server.compiled_decode_fallback(), compiled_server.log()
 
 
 def test_unset_a_cpu_compiles_in_the_background_while_the_model_serves(tmp_path: Path, tiny_llama_dir: Path) -> None:

@@ -55,6 +55,11 @@ layer in the step over a window of a few hundred columns. With it and the wrappe
 float32 step on the 2-core EPYC (the steps timed alternately in one process) went from 23.3 to 21.2 ms at one
 row and from 55.8 to 49.7 ms at eight.
 
+On a CPU the model's sibling layers that read the same input (q/k/v, gate/up) are fused first (``fused.py``): a
+compiled step multiplies each set with one call of our kernel. SmolLM2's steps on the 2-core EPYC (the fused and the
+plain step alternated in one process, the same logits to the bit): one row float32 22.9 -> 21.4 ms, q8_0 11.0 -> 9.6,
+q4_K_M 8.8 -> 7.9; eight rows float32 35.4 -> 33.4.
+
 On CUDA the step is compiled in memory at each load (``torch.compile`` with CUDA graphs; saving CUDA-graph
 steps has not been run on a GPU here), reusing inductor's cached kernels. Greedy tokens equal the eager
 step's (tests).
@@ -284,6 +289,10 @@ class CompiledDecode:
             from .native import decode_attention_available
 
             _own_attention = decode_attention_available()
+        if device.type == "cpu":  # before anything traces or keys the model (fused.py)
+            from .fused import fuse_siblings
+
+            fuse_siblings(model)
         self.model = model
         self.device = device
         self.buckets = frozenset(buckets)

@@ -24,7 +24,13 @@ import torch
 from torch import nn
 
 from .packed import PackedLinear
-from .quantized import INT4_NATIVE_ROWS, NATIVE_ROWS, Int4WeightLinear, Int8WeightLinear
+from .quantized import (
+    INT4_NATIVE_ROWS,
+    NATIVE_ROWS,
+    Int4WeightLinear,
+    Int8WeightLinear,
+    int4_native_available,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,6 @@ class FusedGroup(nn.Module):
         self.kind = type(first)
         self.size = len(members)
         self.widths = [int(m.out_features) for m in members]
-        self.in_features = int(first.in_features)
         self.rows = INT4_NATIVE_ROWS if self.kind is Int4WeightLinear else NATIVE_ROWS
         names = {PackedLinear: ("weight",), Int8WeightLinear: ("weight", "scales32"),
                  Int4WeightLinear: ("weight", "scales", "mins")}[self.kind]
@@ -118,16 +123,14 @@ def _fusible(members: list[Any]) -> bool:
         return False
     if any(type(m) is not type(first) or m.in_features != first.in_features for m in members):
         return False
-    if first.in_features % 16:  # every member's rows start on a 64-byte boundary in the concatenation
-        return False
+    if first.in_features % 16:  # every member's rows start on a 16-byte boundary in the concatenation (PyTorch's
+        return False           # int8 kernel, which a prefill still runs on a member's view, needs it)
     if isinstance(first, PackedLinear):
-        return all(m.native and m.weight.dtype == torch.float32 for m in members)
+        return all(m.native for m in members)  # our float32 kernel: float32 weights
     if any(m.bias is not None for m in members):  # quantized layers keep their bias in bfloat16: not fused
         return False
     if isinstance(first, Int8WeightLinear):
         return all(m.native for m in members)
-    from .quantized import int4_native_available
-
     return int4_native_available() and all(m.group_size == first.group_size for m in members)
 
 

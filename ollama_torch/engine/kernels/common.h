@@ -1,7 +1,7 @@
 // What the kernels in this directory share: the headers, OT_AVX2 (whether this build targets a CPU with AVX2, FMA
 // and F16C: -march=native on one) and the horizontal sum of a vector. native.py builds each kernel with this
 // directory on the include path and keys its builds by this file too. Also the int8 kernel's loop
-// (``rows_times_columns``), written for any type of weights one value per column.
+// (``rows_times_columns``).
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -33,7 +33,6 @@ inline __m256 load8(const int8_t* p) {  // eight int8 weights widened to float32
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 #endif
 
 constexpr int64_t kColumns = 16;  // the unit of work a thread takes: columns [16b, 16b + 16)

@@ -154,6 +154,35 @@ def test_the_attention_kernel_is_sdpa_over_a_window(rows: int, kv_heads: int, gr
 
 
 @needs_kernel
+def test_the_attention_kernel_reads_only_the_columns_a_row_leaves_open() -> None:
+    """Rows open on columns of their own inside the window, as the step's cache leaves them (right-aligned: closed
+    before a row's first column and past the written one, here a closed column among them too): the keys and values
+    of the closed columns around a row's span (rounded out to the kernel's blocks of 8) are never read, so garbage
+    there (NaN) changes nothing, and the result is the same, bit for bit, over a wider window whose added columns
+    are closed."""
+    torch.manual_seed(0)
+    rows, kv_heads, groups, dim, window = 5, 3, 3, 64, 256
+    lowest = torch.finfo(torch.float32).min
+    q = torch.randn(rows, kv_heads, groups, dim)
+    k, v = torch.randn(rows, kv_heads, 2 * window, dim), torch.randn(rows, kv_heads, 2 * window, dim)
+    mask = torch.full((rows, 1, 1, 2 * window), lowest)
+    for r in range(rows):
+        first, last = 64 + 8 * r, 199 + 8 * (r % 2)  # [first, last]: blocks of 8
+        mask[r, ..., first : last + 1] = 0.0
+        mask[r, ..., first + 5] = float("-inf") if r % 2 else lowest
+        k[r, :, :first] = v[r, :, :first] = k[r, :, last + 1 :] = v[r, :, last + 1 :] = float("nan")
+    attention = torch.ops.ollama_torch.decode_attention
+    got = attention(q, k[:, :, :window], v[:, :, :window], mask[..., :window], dim ** -0.5)
+    assert bool(torch.isfinite(got).all())
+    assert torch.equal(attention(q, k, v, mask, dim ** -0.5), got)
+    clean = mask[..., :window] == 0
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q.double(), k[:, :, :window].nan_to_num().double(), v[:, :, :window].nan_to_num().double(),
+        attn_mask=mask[..., :window].double().masked_fill(~clean, float("-inf")), scale=dim ** -0.5)
+    torch.testing.assert_close(got, expected.float(), rtol=1e-5, atol=2e-6)
+
+
+@needs_kernel
 def test_bad_attention_operands_are_errors_not_crashes() -> None:
     q, kv, mask = torch.zeros(1, 2, 2, 16), torch.zeros(1, 2, 4, 16), torch.zeros(1, 1, 1, 4)
     attention = torch.ops.ollama_torch.decode_attention

@@ -48,6 +48,10 @@ inline __m256 exp8(__m256 x) {
 }
 #endif
 
+// Whether a column is open to attention: its mask is above float32's lowest value (masks close a column with that or
+// with -inf; NaN counts as open, so that it reaches the result as it would over the whole window).
+inline bool column_open(float mask) { return !(mask <= std::numeric_limits<float>::lowest()); }
+
 // scores[w] = scale * q . k[w] + mask[w] for w in [0, W); returns their maximum. Eight keys at a time, each with
 // an accumulator of its own over D (a multiple of 8 on this path), summed across lanes together.
 float scores_of(const float* q, const float* k, int64_t kw, const float* mask, int64_t mw, int64_t W, int64_t D,
@@ -152,18 +156,34 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
   const int64_t vr = v.stride(0), vh = v.stride(1), vw = v.stride(2);
   const int64_t mr = mask.stride(0), mw = mask.stride(3);
   const float s = static_cast<float>(scale);
+  // Each row attends over the columns [lo, hi) from its first to its last column the mask leaves open, widened to
+  // multiples of 8 (the vectors' blocks): a masked column's weight is exactly 0, so the result is the whole
+  // window's, bit for bit, without reading the keys and values of the columns around a row's tokens (those past
+  // the written column and before the row's first: at one row over a 256-column window after a short prompt, most
+  // of it). A row with no open column takes the whole window.
+  std::vector<int64_t> lo(R), hi(R);
+  for (int64_t r = 0; r < R; ++r) {
+    const float* m = mp + r * mr;
+    int64_t first = 0, last = W;
+    while (first < W && !column_open(m[first * mw])) ++first;
+    while (last > first && !column_open(m[(last - 1) * mw])) --last;
+    if (first == last) first = 0, last = W;
+    lo[r] = first / 8 * 8;
+    hi[r] = std::min(W, (last + 7) / 8 * 8);
+  }
   at::parallel_for(0, R * H * G, 1, [&](int64_t t0, int64_t t1) {
     std::vector<float> scores(W);
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t r = t / (H * G), h = (t / G) % H;
+      const int64_t r = t / (H * G), h = (t / G) % H, w0 = lo[r], n = hi[r] - lo[r];
       float* ot = op + t * D;
-      const float top = scores_of(qp + t * D, kp + r * kr + h * kh, kw, mp + r * mr, mw, W, D, s, scores.data());
+      const float top = scores_of(qp + t * D, kp + r * kr + h * kh + w0 * kw, kw, mp + r * mr + w0 * mw, mw, n, D, s,
+                                  scores.data());
       if (top == -std::numeric_limits<float>::infinity()) {  // nothing to attend to: zeros, not NaN
         std::fill(ot, ot + D, 0.0f);
         continue;
       }
-      const float total = exps_of(scores.data(), W, top);
-      weighted_sum(scores.data(), vp + r * vr + h * vh, vw, W, D, 1.0f / total, ot);
+      const float total = exps_of(scores.data(), n, top);
+      weighted_sum(scores.data(), vp + r * vr + h * vh + w0 * vw, vw, n, D, 1.0f / total, ot);
     }
   });
   return out;

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
@@ -222,11 +223,19 @@ class BatchKVCache(Cache):
         [rows, 1, 1, window]: each row sees its own columns up to and including the one being written)."""
         self._ensure_capacity(self.length + 1)
         self._step = _Step(0, self.rows, self.length, self.length + 1)
+        column = torch.tensor([self.length], device=self.device)
+        if self.device.type == "cpu" and self.dtype == torch.float32:  # in numpy: as a dozen torch ops, 70 us a step
+            host_starts = np.asarray(self.starts, dtype=np.int64)
+            host_cols = np.arange(self.static_window())
+            open_ = (host_cols >= host_starts[:, None]) & (host_cols <= self.length)
+            mask = np.where(open_, np.float32(0.0), np.finfo(np.float32).min).astype(np.float32, copy=False)
+            return (torch.from_numpy((self.length - host_starts)[:, None].copy()), column,
+                    torch.from_numpy(mask.reshape(self.rows, 1, 1, -1)))
         starts = torch.tensor(self.starts, device=self.device)
         cols = torch.arange(self.static_window(), device=self.device)
         allowed = (cols.unsqueeze(0) >= starts.unsqueeze(1)) & (cols <= self.length).unsqueeze(0)
         positions = (self.length - starts).unsqueeze(1)
-        return positions, torch.tensor([self.length], device=self.device), _additive(allowed[:, None, None, :], self.dtype)
+        return positions, column, _additive(allowed[:, None, None, :], self.dtype)
 
     def begin_prefill(self, row0: int, query_lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Set up a prefill of rows ``[row0, row0 + n)`` whose last ``query_lengths[i]`` tokens are new.

@@ -92,3 +92,31 @@ def test_room_made_early_is_there_at_the_join() -> None:
     row = cache.reserve_rows([500])
     assert cache.keys[0] is buffers and cache.capacity == capacity and row == 2
     assert cache.length - cache.starts[row] == 500
+
+
+def test_a_static_steps_inputs_are_each_rows_positions_column_and_mask() -> None:
+    """``begin_static_decode`` (the compiled step's inputs, built on the host for a float32 CPU cache): per row its
+    position, the written column, and an additive mask open from the row's first column through the written one
+    and closed (float32's lowest) elsewhere in the window; the same for a bfloat16 cache (built with torch ops, its
+    own lowest), whatever the rows' prompts."""
+    rng = random.Random(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        cache = BatchKVCache(LAYERS, max_rows=6, kv_heads=HEADS, head_dim=DIM, dtype=dtype, device=torch.device("cpu"))
+        for prompts in ([3], [5, 1, 40], [300, 2], [7] * 6):
+            while cache.rows:
+                cache.remove_row(cache.rows - 1)
+            cache.reserve_rows(prompts)
+            for _ in range(rng.randrange(3)):
+                cache.begin_decode()
+                cache.end_step(advance=True)
+            positions, column, mask = cache.begin_static_decode()
+            length, window = cache.length, cache.static_window()
+            cache.end_step(advance=True)
+            assert column.tolist() == [length] and positions.dtype == column.dtype == torch.long
+            assert positions.tolist() == [[length - start] for start in cache.starts]
+            assert mask.shape == (len(prompts), 1, 1, window) and mask.dtype == dtype and mask.is_contiguous()
+            cols = torch.arange(window)
+            for r, start in enumerate(cache.starts):
+                open_ = (cols >= start) & (cols <= length)
+                assert bool((mask[r, 0, 0][open_] == 0).all())
+                assert bool((mask[r, 0, 0][~open_] == torch.finfo(dtype).min).all())

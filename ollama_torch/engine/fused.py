@@ -23,14 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import packed, quantized
 from .packed import PackedLinear
-from .quantized import (
-    INT4_NATIVE_ROWS,
-    NATIVE_ROWS,
-    Int4WeightLinear,
-    Int8WeightLinear,
-    int4_native_available,
-)
+from .quantized import Int4WeightLinear, Int8WeightLinear, int4_native_available
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +43,8 @@ class FusedGroup(nn.Module):
         self.kind = type(first)
         self.size = len(members)
         self.widths = [int(m.out_features) for m in members]
-        self.rows = INT4_NATIVE_ROWS if self.kind is Int4WeightLinear else NATIVE_ROWS
+        self.rows = {PackedLinear: packed.NATIVE_ROWS, Int8WeightLinear: quantized.NATIVE_ROWS,  # each layer's own limit
+                     Int4WeightLinear: quantized.INT4_NATIVE_ROWS}[self.kind]
         names = {PackedLinear: ("weight",), Int8WeightLinear: ("weight", "scales32"),
                  Int4WeightLinear: ("weight", "scales", "mins")}[self.kind]
         self.group_size = int(first.group_size) if self.kind is Int4WeightLinear else 0

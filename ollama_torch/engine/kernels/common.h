@@ -37,7 +37,7 @@ inline __m256 load8(const int8_t* p) {  // eight int8 weights widened to float32
 
 constexpr int64_t kColumns = 16;  // the unit of work a thread takes: columns [16b, 16b + 16)
 
-// sums[m] = sum_k x[m, k] * row[k] for rows [0, M) of x (int8 or float32 weights). The row of weights is read in
+// sums[m] = sum_k x[m, k] * row[k] for rows [0, M) of x (int8 weights: ``load8`` widens them). The row of weights is read in
 // memory order (a step reads the whole matrix front to back, which the hardware prefetcher follows; rows of it read
 // side by side ran at a third of the memory's speed), widened once for all M rows, four accumulators per row over
 // the 32-weight chunks.

@@ -176,6 +176,8 @@ class Int8WeightLinear(nn.Module):
             y = torch.ops.ollama_torch.int8_mm(flat.float().contiguous(), self.weight, self.scales32)
         elif flat.shape[0] <= self.fused_rows and flat.device.type == "cpu" and torch.compiler.is_compiling():
             y = self._words(flat.to(torch.bfloat16))
+        elif self.in_features % 16:  # PyTorch's kernel crashes the process on such widths on AVX-512 (torch 2.13)
+            y = nn.functional.linear(flat.to(torch.bfloat16), self.int8_rows().to(torch.bfloat16) * self.scales[:, None])
         else:
             flat = flat.to(torch.bfloat16)
             y = torch.ops.aten._weight_int8pack_mm(interleave(flat) if self.interleaved else flat, self.weight, self.scales)

@@ -86,7 +86,9 @@ def test_a_bitsandbytes_8bit_model_swaps_and_stays_close(tiny_llama_dir: Path) -
 def test_the_weights_are_kept_interleaved_in_32_bit_words() -> None:
     """Each 32-bit word of a row holds the weights of columns i, i + k/4, i + k/2, i + 3k/4 (byte j: column
     j * k/4 + i), which the compiled loop multiplies by four contiguous slices of the input; ``int8_rows`` gives
-    the input's order back. A width that is not a multiple of 4 keeps its order and always takes the kernel."""
+    the input's order back. A width that is not a multiple of 4 keeps its order; one that is not a multiple of 16
+    is multiplied by the weights dequantized for the call (PyTorch's kernel crashed the process on it on an AMD
+    EPYC with AVX-512)."""
     int8 = torch.randint(-127, 128, (6, 16), dtype=torch.int8)
     layer = Int8WeightLinear(int8, torch.ones(6) * 127, None, native=False)
     words = layer.weight.view(torch.int32)  # little-endian: byte j is bits 8j..8j+7
@@ -95,7 +97,13 @@ def test_the_weights_are_kept_interleaved_in_32_bit_words() -> None:
     assert torch.equal(layer.int8_rows(), int8) and torch.equal(interleave(torch.arange(8)), torch.tensor([0, 2, 4, 6, 1, 3, 5, 7]))
     odd = Int8WeightLinear(torch.randint(-127, 128, (6, 18), dtype=torch.int8), torch.ones(6), None, fused_rows=4, native=False)
     assert not odd.interleaved and odd.fused_rows == 0
-    assert "aten._weight_int8pack_mm" in traced_ops(odd, torch.randn(1, 18))
+    x = torch.randn(3, 18)
+    assert "aten._weight_int8pack_mm" not in traced_ops(odd, x)
+    expected = (x.bfloat16().double() @ (odd.weight.double() * odd.scales.double()[:, None]).T)
+    torch.testing.assert_close(odd(x).double(), expected, rtol=0.02, atol=0.02 * float(expected.abs().max()))
+    sixteen = Int8WeightLinear(torch.randint(-127, 128, (6, 32), dtype=torch.int8), torch.ones(6), None, fused_rows=0,
+                               native=False)
+    assert "aten._weight_int8pack_mm" in traced_ops(sixteen, torch.randn(1, 32))
 
 
 def test_a_compiled_step_multiplies_few_rows_in_its_own_loop_on_avx512_one_row_elsewhere() -> None:

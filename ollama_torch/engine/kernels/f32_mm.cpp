@@ -19,8 +19,8 @@ using ollama_torch_kernels::kColumns;
 #if OT_AVX2
 using ollama_torch_kernels::hsum;
 
-// y[r, n] = sum_k x[r, k] * w[n, k] for rows [0, R) of x: lanes k mod 8 in order, then the tail past the last
-// eight in order. The next kilobyte of the column is prefetched at each cache line (the tile's loads keep the
+// y[r, n] = sum_k x[r, k] * w[n, k] for rows [0, R) of x: lanes k mod 8 in order, the tail past the last eight
+// included. The next kilobyte of the column is prefetched at each cache line (the tile's loads keep the
 // core too busy for the hardware prefetcher to run far enough ahead at eight rows).
 template <int R>
 inline void tile(const float* x, int64_t K, const float* w, float* y, int64_t N) {
@@ -32,11 +32,12 @@ inline void tile(const float* x, int64_t K, const float* w, float* y, int64_t N)
     const __m256 wv = _mm256_loadu_ps(w + k);
     for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + r * K + k), acc[r]);
   }
-  for (int r = 0; r < R; ++r) {
-    float sum = hsum(acc[r]);
-    for (int64_t j = k; j < K; ++j) sum += w[j] * x[r * K + j];
-    y[r * N] = sum;
+  if (k < K) {  // the tail in the same lanes, masked: a scalar loop here was compiled differently for each R
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(K - k)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256 wv = _mm256_maskload_ps(w + k, mask);
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x + r * K + k, mask), acc[r]);
   }
+  for (int r = 0; r < R; ++r) y[r * N] = hsum(acc[r]);
 }
 #else
 template <int R>

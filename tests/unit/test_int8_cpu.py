@@ -201,8 +201,9 @@ def test_a_float32_head_the_loader_widened_goes_8bit() -> None:
     assert model.get_input_embeddings().weight.dtype == torch.float32
 
 
-def test_native_bfloat16_is_avx512_bf16_or_amx() -> None:
+def test_native_bfloat16_is_amx_not_avx512_bf16_alone() -> None:
+    """AMX, not AVX-512 BF16 alone (an AMD EPYC with it computes a quantized model faster in float32)."""
     flags = cpu_flags()
     if not flags:
         pytest.skip("no /proc/cpuinfo flags")
-    assert bfloat16_is_native() == bool(flags & {"avx512_bf16", "amx_tile"}), sorted(flags & {"avx512_bf16", "amx_tile", "avx512f"})
+    assert bfloat16_is_native() == ("amx_tile" in flags), sorted(flags & {"avx512_bf16", "amx_tile", "avx512f"})

@@ -216,9 +216,11 @@ class Int8WeightLinear(nn.Module):
 
 
 # Rows up to which ``Int4WeightLinear`` runs the native kernel; more (a long prefill) are multiplied by the weights
-# dequantized to float32. SmolLM2's 210 int4 layers on the EPYC, 2 threads: the kernel 4.9 ms at 1 row (PyTorch's
-# int4 kernel 9.3, in bfloat16), 11 at 4, 42 at 16, 175 at 64 (PyTorch's 175), 1322 at 512 where dequantizing and
-# multiplying takes 754 (and 233 at 64).
+# dequantized to float32. SmolLM2's 210 int4 layers on an AMD EPYC (Zen 3), 2 threads, when the kernel widened the
+# codes to float32: 4.9 ms at 1 row (PyTorch's int4 kernel 9.3, in bfloat16), 11 at 4, 42 at 16, 175 at 64
+# (PyTorch's 175), 1322 at 512 where dequantizing and multiplying takes 754 (and 233 at 64). Its integer products
+# (the rows quantized to int8) took a quarter to a third off a layer at 1 row, an eighth to a quarter at 4 to 8
+# (a Zen 4, with AVX-512 VNNI).
 INT4_NATIVE_ROWS = 64
 
 
@@ -249,7 +251,8 @@ def _padded(t: torch.Tensor) -> torch.Tensor:
 
 class Int4WeightLinear(nn.Module):
     """A 4-bit layer (``converters.int4``'s format: per group of ``group_size`` input columns, ``w = q * scale +
-    min``) multiplied by our own kernel (``torch.ops.ollama_torch.int4_mm``, ``native.py``) in float32, for up to
+    min``) multiplied by our own kernel (``torch.ops.ollama_torch.int4_mm``, ``native.py``: the rows quantized to
+    int8 per group, as llama.cpp does, the codes times them in integers, scaled in float32) for up to
     ``INT4_NATIVE_ROWS`` rows: the codes are kept two per byte in blocks of 16 columns (``block_order``), the float16
     scales and mins as stored. More rows are multiplied by the weights dequantized to float32 for the call."""
 
@@ -266,7 +269,7 @@ class Int4WeightLinear(nn.Module):
     @staticmethod
     def takes(layer: Any) -> bool:
         """Whether ``layer`` (an ``Int4Linear`` in the stored layout, on the CPU) fits the kernel."""
-        return (not layer.packed_for and layer.qweight.device.type == "cpu" and layer.group_size % 16 == 0
+        return (not layer.packed_for and layer.qweight.device.type == "cpu" and layer.group_size % 32 == 0
                 and layer.in_features % layer.group_size == 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

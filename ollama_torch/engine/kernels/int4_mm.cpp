@@ -64,17 +64,42 @@ struct Operands {
 // Row m of x [M, K] quantized per group into xq, d and xs (see Operands).
 void quantize_row(const float* x, int64_t K, int64_t group, int64_t padded, int8_t* xq, float* d, float* xs) {
   for (int64_t g = 0, k0 = 0; k0 < K; ++g, k0 += group) {
+#if OT_AVX2
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 top = _mm256_setzero_ps(), total = _mm256_setzero_ps();
+    for (int64_t k = k0; k < k0 + group; k += 8) {
+      const __m256 v = _mm256_loadu_ps(x + k);
+      top = _mm256_max_ps(top, _mm256_andnot_ps(sign, v));
+      total = _mm256_add_ps(total, v);
+    }
+    __m128 t = _mm_max_ps(_mm256_castps256_ps128(top), _mm256_extractf128_ps(top, 1));
+    t = _mm_max_ps(t, _mm_movehl_ps(t, t));
+    const float amax = _mm_cvtss_f32(_mm_max_ss(t, _mm_movehdup_ps(t))), sum = hsum(total);
+#else
     float amax = 0.0f, sum = 0.0f;
     for (int64_t k = k0; k < k0 + group; ++k) {
       amax = std::max(amax, std::fabs(x[k]));
       sum += x[k];
     }
+#endif
     const float scale = amax / 127.0f, inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
     d[g] = scale;
     xs[g] = sum;
-    for (int64_t k = k0; k < k0 + group; k += 32)
-      for (int i = 0; i < 32; ++i)  // nearest, ties to even (the default rounding mode), as cvtps2dq rounds
+    for (int64_t k = k0; k < k0 + group; k += 32) {
+#if OT_AVX2  // nearest, ties to even (cvtps2dq in the default rounding mode), packed to bytes in kOrder
+      const __m256 by = _mm256_set1_ps(inverse), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+      __m256i q[4];
+      for (int i = 0; i < 4; ++i)
+        q[i] = _mm256_cvtps_epi32(_mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * i), by))));
+      // bytes, as 4-byte words: columns 0-3, 16-19, 8-11, 24-27, 4-7, 20-23, 12-15, 28-31
+      const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[2]), _mm256_packs_epi32(q[1], q[3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(xq + k),
+                          _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+#else
+      for (int i = 0; i < 32; ++i)  // nearest, ties to even (the default rounding mode)
         xq[k + i] = static_cast<int8_t>(std::nearbyint(std::min(127.0f, std::max(-127.0f, x[k + kOrder[i]] * inverse))));
+#endif
+    }
   }
   for (int64_t g = K / group; g < padded; ++g) xs[g] = 0.0f;
 }
@@ -167,17 +192,27 @@ void columns(const Operands& o, int64_t m0, int64_t n) {
     }
 }
 
-// Columns [lo, hi) for every row: two rows at a time by two columns, a last row by four columns.
+// Columns [lo, hi) for every row: two rows at a time by two columns, a last row by four columns; by four and eight
+// where AVX-512 gives 32 vector registers (a row's 3072 x 576 layer, weights in memory: 43 -> 33 us on an AMD EPYC,
+// Zen 4).
+#if defined(__AVX512VL__)
+constexpr int kWide = 2;
+#else
+constexpr int kWide = 1;
+#endif
+
 template <int GROUP>
 void block(const Operands& o, int64_t M, int64_t lo, int64_t hi) {
   int64_t m0 = 0;
   for (; m0 + 2 <= M; m0 += 2) {
     int64_t n = lo;
+    for (; n + 2 * kWide <= hi; n += 2 * kWide) columns<2, 2 * kWide, GROUP>(o, m0, n);
     for (; n + 2 <= hi; n += 2) columns<2, 2, GROUP>(o, m0, n);
     for (; n < hi; ++n) columns<2, 1, GROUP>(o, m0, n);
   }
   if (m0 < M) {
     int64_t n = lo;
+    for (; n + 4 * kWide <= hi; n += 4 * kWide) columns<1, 4 * kWide, GROUP>(o, m0, n);
     for (; n + 4 <= hi; n += 4) columns<1, 4, GROUP>(o, m0, n);
     for (; n < hi; ++n) columns<1, 1, GROUP>(o, m0, n);
   }
@@ -198,8 +233,13 @@ at::Tensor int4_mm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& s
   at::Tensor y = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return y;
   const float* xp = x.data_ptr<float>();
-  std::vector<int8_t> xq(M * K);  // the rows quantized, once per call
-  std::vector<float> d(M * groups), xs(M * padded);
+  // the rows quantized, once per call, into buffers kept by the calling thread (a call on a few rows cost 3 us more
+  // than the float32 kernel's with three vectors allocated and the quantization in scalar code)
+  thread_local std::vector<int8_t> xq;
+  thread_local std::vector<float> d, xs;
+  xq.resize(M * K);
+  d.resize(M * groups);
+  xs.resize(M * padded);
   for (int64_t m = 0; m < M; ++m)
     quantize_row(xp + m * K, K, group, padded, xq.data() + m * K, d.data() + m * groups, xs.data() + m * padded);
   const Operands o{xq.data(), d.data(), xs.data(), q.data_ptr<uint8_t>(), scales.data_ptr<at::Half>(),

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from converters.int4 import Int4Linear, dequantize, quantize_int4
+from converters.int4 import Int4Linear, dequantize, quantize_int4, unpack
 from ollama_torch.engine import native
 from ollama_torch.engine.cpuinfo import cpu_flags
 from ollama_torch.engine.native import cpp_compiler
@@ -284,9 +284,9 @@ def _int4_mm(x: torch.Tensor, parts: dict[str, torch.Tensor], group: int) -> tor
 def _int4_reference(x: torch.Tensor, parts: dict[str, torch.Tensor], group: int) -> torch.Tensor:
     """What the kernel computes, in float64: each row quantized per group to int8 (scale ``max |x| / 127``, rounded
     to nearest, ties to even), times the codes, times the two scales; plus the mins times the float rows' group sums."""
-    q = parts["qweight"]
-    n, k = q.shape[0], q.shape[1] * 2
-    codes = torch.stack([q & 0xF, q >> 4], dim=-1).reshape(n, k // group, group).double()
+    codes = unpack(parts["qweight"])
+    n, k = codes.shape
+    codes = codes.reshape(n, k // group, group).double()
     rows = x.reshape(x.shape[0], k // group, group)
     scale = rows.abs().amax(-1, keepdim=True) / 127.0  # float32, as the kernel's
     inverse = torch.where(scale != 0, 1.0 / scale, torch.zeros_like(scale))

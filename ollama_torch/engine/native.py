@@ -113,12 +113,14 @@ def _compiler_version(cxx: str) -> str:
     return subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
 
 
-def _build(source: Path, cxx: str) -> Path:
-    """The shared library of ``source`` for this torch, compiler and CPU, built unless it exists."""
+def _build(source: Path, cxx: str, march: str = "native") -> Path:
+    """The shared library of ``source`` for this torch, compiler and CPU, built unless it exists. ``march`` is the
+    instruction set the compiler may use: this CPU's, or an older one's (the tests build ``x86-64-v3``, AVX2 without
+    AVX-512, to run the kernels' AVX2 code on a CPU that has AVX-512)."""
     torch_dir = Path(torch.__file__).parent
     include, lib = torch_dir / "include", torch_dir / "lib"
     flags = [
-        "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++20", "-w",
+        "-O3", f"-march={march}", "-fopenmp", "-shared", "-fPIC", "-std=c++20", "-w",
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
     ]
     version = _compiler_version(cxx)

@@ -8,6 +8,7 @@ import json
 import platform
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,31 @@ def _kernels_loaded() -> None:
             assert available()
 
 
+AVX2_BUILD = "x86-64-v3"  # AVX2, FMA and F16C: the CPUs the kernels' 256-bit code is for
+
+
+@pytest.fixture(scope="module", params=["native", AVX2_BUILD])
+def ops(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The kernels' operators as built for this CPU, and, where it has AVX-512, as built for an AVX2 CPU: copies
+    registered as ``ollama_torch_avx2::*``, so that the code CI would run on an AVX2 machine runs here too (the
+    kernels have AVX-512 branches of their own, and the compiler vectorizes the rest differently)."""
+    if request.param == "native":
+        return torch.ops.ollama_torch
+    if not CAN_BUILD or "avx512f" not in cpu_flags():
+        pytest.skip("the native build is already the AVX2 one (or there is none)")
+    compiler = cpp_compiler()
+    assert compiler is not None
+    sources = tmp_path_factory.mktemp("avx2-kernels")
+    for path in native.KERNELS.iterdir():
+        if path.suffix in (".cpp", ".h"):
+            (sources / path.name).write_text(path.read_text().replace("(ollama_torch,", "(ollama_torch_avx2,"))
+    with ThreadPoolExecutor(2) as pool:  # a compiler each (8-12 s a kernel)
+        built = list(pool.map(lambda path: native._build(path, compiler, march=AVX2_BUILD), sorted(sources.glob("*.cpp"))))
+    for path in built:
+        torch.ops.load_library(str(path))
+    return torch.ops.ollama_torch_avx2
+
+
 def test_the_kernel_is_built_wherever_it_can_be() -> None:
     """Where the CPU has AVX2 and FMA and a compiler is installed (CI's machines), the kernel builds and loads; an
     8-bit layer made there uses it."""
@@ -57,7 +83,7 @@ def _reference(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.T
 
 @needs_kernel
 @pytest.mark.parametrize("k", [576, 100, 7, 1536])
-def test_the_kernel_multiplies_rows_by_int8_columns(k: int) -> None:
+def test_the_kernel_multiplies_rows_by_int8_columns(ops: Any, k: int) -> None:
     """Against a float64 product, for widths that are and are not multiples of its 32- and 8-weight chunks, column
     counts off its blocks, and 1 to 9 rows."""
     torch.manual_seed(0)
@@ -66,50 +92,50 @@ def test_the_kernel_multiplies_rows_by_int8_columns(k: int) -> None:
     scale = torch.rand(n) / 50
     for rows in range(1, 10):
         x = torch.randn(rows, k)
-        got = torch.ops.ollama_torch.int8_mm(x, w, scale)
+        got = ops.int8_mm(x, w, scale)
         expected = _reference(x, w, scale)
         assert got.shape == (rows, n) and got.dtype == torch.float32
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 
 
-def _int8_op(x: torch.Tensor) -> torch.Tensor:
+def _int8_op(ops: Any, x: torch.Tensor) -> torch.Tensor:
     torch.manual_seed(0)
-    return torch.ops.ollama_torch.int8_mm(x, torch.randint(-127, 128, (200, x.shape[1]), dtype=torch.int8), torch.rand(200))
+    return ops.int8_mm(x, torch.randint(-127, 128, (200, x.shape[1]), dtype=torch.int8), torch.rand(200))
 
 
-def _f32_op(x: torch.Tensor) -> torch.Tensor:
+def _f32_op(ops: Any, x: torch.Tensor) -> torch.Tensor:
     torch.manual_seed(0)
-    return torch.ops.ollama_torch.f32_mm(x, torch.randn(200, x.shape[1]))
+    return ops.f32_mm(x, torch.randn(200, x.shape[1]))
 
 
 @needs_kernel
 @pytest.mark.parametrize("op", [_int8_op, _f32_op])
 @pytest.mark.parametrize("k", [576, 100])
-def test_a_rows_result_does_not_depend_on_the_batch_or_the_threads(op: Any, k: int) -> None:
+def test_a_rows_result_does_not_depend_on_the_batch_or_the_threads(ops: Any, op: Any, k: int) -> None:
     """Each (row, column) has its own accumulators, the same operations in the same order whatever the rows beside it
     (the int8 kernel's two at a time, then a last one; the float32 kernel's tiles of 8, 4, 2 and 1) and the threads: a
     prompt scored alone and in a batch gets the same bits (as the float32 path's, see ``test_packed.py``), also where
     the width leaves a tail past the 8-weight chunks."""
     x = torch.randn(15, k)
-    alone = torch.cat([op(x[i : i + 1]) for i in range(15)])
+    alone = torch.cat([op(ops, x[i : i + 1]) for i in range(15)])
     threads = torch.get_num_threads()
     try:
         for count in (1, 2):
             torch.set_num_threads(count)
             for rows in range(1, 16):
-                assert torch.equal(op(x[:rows]), alone[:rows]), (count, rows)
+                assert torch.equal(op(ops, x[:rows]), alone[:rows]), (count, rows)
     finally:
         torch.set_num_threads(threads)
 
 
 @needs_kernel
 @pytest.mark.parametrize("k", [576, 100, 7])
-def test_the_f32_kernel_multiplies_rows_by_columns(k: int) -> None:
+def test_the_f32_kernel_multiplies_rows_by_columns(ops: Any, k: int) -> None:
     torch.manual_seed(0)
     w = torch.randn(37, k)
     for rows in range(1, 10):
         x = torch.randn(rows, k)
-        got, expected = torch.ops.ollama_torch.f32_mm(x, w), (x.double() @ w.double().T).float()
+        got, expected = ops.f32_mm(x, w), (x.double() @ w.double().T).float()
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
     with pytest.raises(RuntimeError, match="w must be a contiguous float32"):
         torch.ops.ollama_torch.f32_mm(x, w.t())
@@ -121,7 +147,7 @@ def test_the_f32_kernel_multiplies_rows_by_columns(k: int) -> None:
 @pytest.mark.parametrize(("rows", "kv_heads", "groups", "dim", "window"), [
     (1, 3, 3, 64, 37), (8, 3, 3, 64, 256), (2, 4, 1, 128, 5), (3, 2, 4, 72, 300), (1, 1, 2, 96, 8), (2, 2, 2, 8, 1),
 ])
-def test_the_attention_kernel_is_sdpa_over_a_window(rows: int, kv_heads: int, groups: int, dim: int, window: int) -> None:
+def test_the_attention_kernel_is_sdpa_over_a_window(ops: Any, rows: int, kv_heads: int, groups: int, dim: int, window: int) -> None:
     """One token's attention over a window of wider cache buffers (the step's strides), against PyTorch's SDPA in
     float64: head sizes that are and are not multiples of its 8- and 64-column chunks, windows that are and are not
     multiples of its 8 keys, masked columns (-inf and float32's lowest), a mask with a stride of its own, a row
@@ -137,7 +163,7 @@ def test_the_attention_kernel_is_sdpa_over_a_window(rows: int, kv_heads: int, gr
     if rows > 1:
         mask[-1] = float("-inf")
     scale = dim ** -0.5
-    got = torch.ops.ollama_torch.decode_attention(q, k, v, mask, scale)
+    got = ops.decode_attention(q, k, v, mask, scale)
     expected = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask.double(),
                                                                 scale=scale)
     if rows > 1:  # SDPA's softmax of no column is NaN
@@ -147,14 +173,14 @@ def test_the_attention_kernel_is_sdpa_over_a_window(rows: int, kv_heads: int, gr
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        alone = torch.ops.ollama_torch.decode_attention(q, k, v, mask, scale)
+        alone = ops.decode_attention(q, k, v, mask, scale)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(alone[: got.shape[0]], got)
 
 
 @needs_kernel
-def test_the_attention_kernel_reads_only_the_columns_a_row_leaves_open() -> None:
+def test_the_attention_kernel_reads_only_the_columns_a_row_leaves_open(ops: Any) -> None:
     """Rows open on columns of their own inside the window, as the step's cache leaves them (right-aligned: closed
     before a row's first column and past the written one, here a closed column among them too): the keys and values
     of the closed columns around a row's span (rounded out to the kernel's blocks of 8) are never read, so garbage
@@ -171,7 +197,7 @@ def test_the_attention_kernel_reads_only_the_columns_a_row_leaves_open() -> None
         mask[r, ..., first : last + 1] = 0.0
         mask[r, ..., first + 5] = float("-inf") if r % 2 else lowest
         k[r, :, :first] = v[r, :, :first] = k[r, :, last + 1 :] = v[r, :, last + 1 :] = float("nan")
-    attention = torch.ops.ollama_torch.decode_attention
+    attention = ops.decode_attention
     got = attention(q, k[:, :, :window], v[:, :, :window], mask[..., :window], dim ** -0.5)
     assert bool(torch.isfinite(got).all())
     assert torch.equal(attention(q, k, v, mask, dim ** -0.5), got)
@@ -276,9 +302,9 @@ def _int4(n: int, k: int, group: int) -> dict[str, torch.Tensor]:
     return quantize_int4(torch.randn(n, k), group)
 
 
-def _int4_mm(x: torch.Tensor, parts: dict[str, torch.Tensor], group: int) -> torch.Tensor:
+def _int4_mm(x: torch.Tensor, parts: dict[str, torch.Tensor], group: int, ops: Any = torch.ops.ollama_torch) -> torch.Tensor:
     layer = Int4WeightLinear(parts["qweight"], parts["scales"], parts["mins"], None, group)
-    return torch.ops.ollama_torch.int4_mm(x, layer.weight, layer.scales, layer.mins, group)
+    return ops.int4_mm(x, layer.weight, layer.scales, layer.mins, group)
 
 
 def _int4_reference(x: torch.Tensor, parts: dict[str, torch.Tensor], group: int) -> torch.Tensor:
@@ -305,7 +331,7 @@ def test_block_order_puts_columns_16b_plus_i_and_16b_plus_8_plus_i_in_one_byte()
 
 @needs_kernel
 @pytest.mark.parametrize(("k", "group"), [(576, 32), (1536, 32), (96, 32), (64, 64), (192, 96), (320, 64)])
-def test_the_int4_kernel_multiplies_rows_by_int4_columns(k: int, group: int) -> None:
+def test_the_int4_kernel_multiplies_rows_by_int4_columns(ops: Any, k: int, group: int) -> None:
     """Against ``_int4_reference`` (the rows quantized per group, as llama.cpp quantizes them for its 4-bit types),
     for groups of 32 (the stored formats', whose loop is unrolled) and others, group counts that are and are not
     multiples of the 8 the scales are widened by, column counts off its blocks of 2 and 4, 1 to 9 rows, and rows
@@ -318,7 +344,7 @@ def test_the_int4_kernel_multiplies_rows_by_int4_columns(k: int, group: int) -> 
     for rows in range(1, 10):
         x = torch.randn(rows, k)
         x[rows // 2, :group] = 0.0
-        got = _int4_mm(x, parts, group)
+        got = _int4_mm(x, parts, group, ops)
         expected = _int4_reference(x, parts, group)
         assert got.shape == (rows, n) and got.dtype == torch.float32
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
@@ -327,17 +353,17 @@ def test_the_int4_kernel_multiplies_rows_by_int4_columns(k: int, group: int) -> 
 
 
 @needs_kernel
-def test_an_int4_rows_result_does_not_depend_on_the_batch_or_the_threads() -> None:
+def test_an_int4_rows_result_does_not_depend_on_the_batch_or_the_threads(ops: Any) -> None:
     torch.manual_seed(0)
     parts = _int4(203, 576, 32)
     x = torch.randn(9, 576)
-    alone = torch.cat([_int4_mm(x[i : i + 1], parts, 32) for i in range(9)])
+    alone = torch.cat([_int4_mm(x[i : i + 1], parts, 32, ops) for i in range(9)])
     threads = torch.get_num_threads()
     try:
         for count in (1, 2):
             torch.set_num_threads(count)
             for rows in range(1, 10):
-                assert torch.equal(_int4_mm(x[:rows], parts, 32), alone[:rows]), (count, rows)
+                assert torch.equal(_int4_mm(x[:rows], parts, 32, ops), alone[:rows]), (count, rows)
     finally:
         torch.set_num_threads(threads)
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import packed, quantized
+from . import hugepages, packed, quantized
 from .packed import PackedLinear
 from .quantized import Int4WeightLinear, Int8WeightLinear, int4_native_available
 
@@ -49,7 +49,9 @@ class FusedGroup(nn.Module):
                  Int4WeightLinear: ("weight", "scales", "mins")}[self.kind]
         self.group_size = int(first.group_size) if self.kind is Int4WeightLinear else 0
         for name in names:
-            fused = torch.cat([getattr(m, name).detach() for m in members]).contiguous()
+            parts = [getattr(m, name).detach() for m in members]
+            fused = hugepages.empty((sum(int(t.shape[0]) for t in parts), *parts[0].shape[1:]), parts[0].dtype)
+            torch.cat(parts, out=fused)  # in huge pages, as the rest of the weights (``hugepages.relocate``)
             self.register_parameter(name, nn.Parameter(fused, requires_grad=False))
             start = 0
             for m, width in zip(members, self.widths, strict=True):  # each sibling's own rows: views, no copies

@@ -89,6 +89,9 @@ class ModelWorker:
 
             # our float32 kernel runs in compiled steps only: eager-only workers do not build or load it
             loaded.size_bytes += pack_linears(loaded.model, self.max_rows, native=None if compile_dir is not None else False)
+            from .hugepages import relocate
+
+            relocate(loaded.model)  # out of the Safetensors memory map, into huge pages: before anything runs it
         self.inbox: queue.SimpleQueue[GenerationRequest] = queue.SimpleQueue()
         self.waiting: deque[_Seq] = deque()
         self.rows: list[_Seq] = []

@@ -17,7 +17,10 @@ def cpu_name() -> str:
     flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
     vendor = "AMD" if "AuthenticAMD" in info else "Intel" if "GenuineIntel" in info else ""
     have = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX")) if flag in flags]
-    extras = ", ".join(([vendor] if vendor and vendor not in name else []) + have)
+    family = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("cpu family")), "")
+    # a VM's model name is often just "AMD EPYC": the family tells its cores (19h: Zen 3 without AVX-512, Zen 4 with)
+    core = {"23": "Zen 1/2", "25": "Zen 4" if "avx512f" in flags else "Zen 3", "26": "Zen 5"}.get(family, "")
+    extras = ", ".join(([vendor] if vendor and vendor not in name else []) + ([core] if vendor == "AMD" and core else []) + have)
     return f"{name or platform.processor() or 'unknown CPU'}" + (f" ({extras})" if extras else "")
 
 

@@ -193,7 +193,7 @@ void columns(const Operands& o, int64_t m0, int64_t n) {
 }
 
 // Columns [lo, hi) for every row: two rows at a time by two columns, a last row by four columns; by four and eight
-// where AVX-512 gives 32 vector registers (a row's 3072 x 576 layer, weights in memory: 43 -> 33 us on an AMD EPYC,
+// (and four rows by two columns first) where AVX-512 gives 32 vector registers (a row's 3072 x 576 layer, weights in memory: 43 -> 33 us on an AMD EPYC,
 // Zen 4).
 #if defined(__AVX512VL__)
 constexpr int kWide = 2;
@@ -204,6 +204,14 @@ constexpr int kWide = 1;
 template <int GROUP>
 void block(const Operands& o, int64_t M, int64_t lo, int64_t hi) {
   int64_t m0 = 0;
+#if defined(__AVX512VL__)  // four rows by two columns: the codes unpacked once for four rows (SmolLM2's 120 int4
+                           // products at 8 rows on a 2-core AMD EPYC, Zen 5: 9.2 -> 8.2 ms)
+  for (; m0 + 4 <= M; m0 += 4) {
+    int64_t n = lo;
+    for (; n + 2 <= hi; n += 2) columns<4, 2, GROUP>(o, m0, n);
+    for (; n < hi; ++n) columns<4, 1, GROUP>(o, m0, n);
+  }
+#endif
   for (; m0 + 2 <= M; m0 += 2) {
     int64_t n = lo;
     for (; n + 2 * kWide <= hi; n += 2 * kWide) columns<2, 2 * kWide, GROUP>(o, m0, n);

@@ -119,7 +119,7 @@ void columns(const Operands& o, int64_t m0, int64_t n) {
   for (int c = 0; c < C; ++c) row[c] = o.q + (n + c) * (K / 2);
   float scale[C][kChunk], low[C][kChunk];
 #if OT_AVX2
-  const __m256i nibble = _mm256_set1_epi8(0xF), ones = _mm256_set1_epi16(1);
+  const __m256i nibble = _mm256_set1_epi8(0xF), ones = _mm256_set1_epi16(1), high = _mm256_setr_epi64x(0, 0, 4, 4);
   __m256 total[M][C];
   for (int m = 0; m < M; ++m)
     for (int c = 0; c < C; ++c) total[m][c] = _mm256_setzero_ps();
@@ -145,8 +145,10 @@ void columns(const Operands& o, int64_t m0, int64_t n) {
         __m256i xv[M];
         for (int m = 0; m < M; ++m) xv[m] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + m * K + k));
         for (int c = 0; c < C; ++c) {
-          const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[c] + k / 2));
-          const __m256i codes = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes), nibble);
+          // the 16 bytes in both halves, the upper half shifted by a nibble: three instructions where an insert
+          // took four (SmolLM2's int4 products at one row, alternated: 2.20 -> 2.10 ms on a Zen 5 EPYC)
+          const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row[c] + k / 2)));
+          const __m256i codes = _mm256_and_si256(_mm256_srlv_epi64(both, high), nibble);
           for (int m = 0; m < M; ++m)  // fours of products summed into int32 lanes: the same sums either way
 #if OT_VNNI
             sums[m][c] = _mm256_dpbusd_epi32(sums[m][c], codes, xv[m]);

@@ -9,17 +9,16 @@ from pathlib import Path
 
 def cpu_name() -> str:
     """The CPU's model name and the vector extensions that decide which kernels run (AMD and Intel differ)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    from ollama_torch.engine.cpuinfo import cpu_field, cpu_flags, cpuinfo
+
+    info = cpuinfo()
+    if info is None:
         return platform.processor() or "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    name, flags = cpu_field("model name"), cpu_flags()
     vendor = "AMD" if "AuthenticAMD" in info else "Intel" if "GenuineIntel" in info else ""
     have = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX")) if flag in flags]
-    family = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("cpu family")), "")
     # a VM's model name is often just "AMD EPYC": the family tells its cores (19h: Zen 3 without AVX-512, Zen 4 with)
-    core = {"23": "Zen 1/2", "25": "Zen 4" if "avx512f" in flags else "Zen 3", "26": "Zen 5"}.get(family, "")
+    core = {"23": "Zen 1/2", "25": "Zen 4" if "avx512f" in flags else "Zen 3", "26": "Zen 5"}.get(cpu_field("cpu family"), "")
     extras = ", ".join(([vendor] if vendor and vendor not in name else []) + ([core] if vendor == "AMD" and core else []) + have)
     return f"{name or platform.processor() or 'unknown CPU'}" + (f" ({extras})" if extras else "")
 

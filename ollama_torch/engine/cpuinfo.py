@@ -16,7 +16,15 @@ def cpuinfo() -> str | None:
         return None
 
 
+def cpu_field(key: str) -> str:
+    """The first processor's value for ``key`` ("model name", "cpu family", "flags", ...); "" where there is none."""
+    for line in (cpuinfo() or "").splitlines():
+        name, colon, value = line.partition(":")
+        if colon and name.strip() == key:
+            return value.strip()
+    return ""
+
+
 def cpu_flags() -> frozenset[str]:
     """The instruction-set flags the first processor lists (empty where ``/proc/cpuinfo`` cannot be read)."""
-    lines = (cpuinfo() or "").splitlines()
-    return frozenset(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    return frozenset(cpu_field("flags").split())

@@ -48,7 +48,7 @@ def _region(nbytes: int) -> torch.Tensor:
 
 def empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialized CPU tensor, in huge pages where it takes at least one."""
-    nbytes = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
+    nbytes = int(torch.Size(shape).numel()) * dtype.itemsize
     if not available() or nbytes < HUGE_PAGE:
         return torch.empty(shape, dtype=dtype)
     return _region(nbytes).view(dtype).view(shape)

@@ -84,8 +84,8 @@ def _reference(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.T
 @needs_kernel
 @pytest.mark.parametrize("k", [576, 100, 7, 1536])
 def test_the_kernel_multiplies_rows_by_int8_columns(ops: Any, k: int) -> None:
-    """Against a float64 product, for widths that are and are not multiples of its 32- and 8-weight chunks, column
-    counts off its blocks, and 1 to 9 rows."""
+    """Against a float64 product, for widths that are and are not multiples of its 32- and 8-weight chunks (64 and
+    16 with AVX-512), column counts off its blocks, and 1 to 9 rows."""
     torch.manual_seed(0)
     n = 37
     w = torch.randint(-127, 128, (n, k), dtype=torch.int8)
@@ -113,9 +113,9 @@ def _f32_op(ops: Any, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("k", [576, 100])
 def test_a_rows_result_does_not_depend_on_the_batch_or_the_threads(ops: Any, op: Any, k: int) -> None:
     """Each (row, column) has its own accumulators, the same operations in the same order whatever the rows beside it
-    (the int8 kernel's two at a time, then a last one; the float32 kernel's tiles of 8, 4, 2 and 1) and the threads: a
-    prompt scored alone and in a batch gets the same bits (as the float32 path's, see ``test_packed.py``), also where
-    the width leaves a tail past the 8-weight chunks."""
+    (the int8 kernel's four at a time with AVX-512, then two, then a last one; the float32 kernel's tiles of 8, 4, 2
+    and 1) and the threads: a prompt scored alone and in a batch gets the same bits (as the float32 path's, see
+    ``test_packed.py``), also where the width leaves a tail past the 8-weight chunks."""
     x = torch.randn(15, k)
     alone = torch.cat([op(ops, x[i : i + 1]) for i in range(15)])
     threads = torch.get_num_threads()

@@ -194,9 +194,9 @@ void columns(const Operands& o, int64_t m0, int64_t n) {
     }
 }
 
-// Columns [lo, hi) for every row: two rows at a time by two columns, a last row by four columns; by four and eight
-// (and four rows by two columns first) where AVX-512 gives 32 vector registers (a row's 3072 x 576 layer, weights in memory: 43 -> 33 us on an AMD EPYC,
-// Zen 4).
+// Columns [lo, hi) for every row: two rows at a time by two columns, a last row by four columns. Where AVX-512 gives 32
+// vector registers, four rows by two columns first, then two rows by four and a last row by eight (a row's 3072 x 576
+// layer, weights in memory: 43 -> 33 us on an AMD EPYC, Zen 4).
 #if defined(__AVX512VL__)
 constexpr int kWide = 2;
 #else
